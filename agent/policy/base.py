@@ -1,0 +1,122 @@
+"""One async interface for every model backend.
+
+``await policy.generate(chats, SamplingParams(...)) -> list[Completion]``
+
+- ``chats`` is a list of chat conversations (lists of ``{"role", "content"}`` dicts).
+- With ``params.n == 1`` the result has one Completion per chat, in order. With ``n > 1`` it has
+  ``len(chats) * n`` Completions: chat 0's n samples, then chat 1's, and so on.
+- A model is named by one *spec* string that the CLI and config files share (see :func:`parse_model_spec`).
+
+Backends: ``transformers`` (embedded default, CPU; requests of concurrent callers are merged by the
+micro-batcher), ``openai`` (any OpenAI-compatible server), ``vllm`` (in-process, GPU, optional extra).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
+
+Chat = list[dict[str, str]]
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if isinstance(self.stop, str) or not isinstance(self.stop, tuple):
+            object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason = "stop"
+    token_ids: list[int] | None = field(default=None, repr=False)
+    model_version: str = "base"
+    latency_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec string.
+
+    =====================================  =============================================
+    ``default``                            embedded SmolLM2-135M-Instruct (transformers)
+    ``hf:<path or local dir>``             a local Hugging Face model dir (transformers)
+    ``openai:<base_url>#<model>``          any OpenAI-compatible server
+    ``vllm:<path>``                        in-process vLLM engine (GPU, optional extra)
+    =====================================  =============================================
+    """
+
+    backend: Literal["transformers", "openai", "vllm"]
+    path: str  # local path for transformers/vllm ("default" for the embedded model); base URL for openai
+    model: str | None = None  # openai: served model name
+
+    def __str__(self) -> str:
+        if self.backend == "openai":
+            return f"openai:{self.path}#{self.model}"
+        if self.backend == "vllm":
+            return f"vllm:{self.path}"
+        return "default" if self.path == "default" else f"hf:{self.path}"
+
+
+def parse_model_spec(spec: str) -> ModelSpec:
+    spec = (spec or "").strip()
+    if spec in ("default", "embedded"):
+        return ModelSpec("transformers", "default")
+    kind, sep, rest = spec.partition(":")
+    if sep and kind == "hf" and rest:
+        return ModelSpec("transformers", rest)
+    if sep and kind == "vllm" and rest:
+        return ModelSpec("vllm", rest)
+    if sep and kind == "openai" and rest:
+        url, hash_, model = rest.partition("#")
+        if not (url.startswith("http://") or url.startswith("https://")) or not hash_ or not model:
+            raise ValueError(
+                f"bad model spec {spec!r}: expected openai:<base_url>#<model>, "
+                "e.g. openai:http://localhost:8000/v1#Qwen/Qwen2.5-1.5B-Instruct"
+            )
+        return ModelSpec("openai", url.rstrip("/"), model)
+    raise ValueError(
+        f"bad model spec {spec!r}: expected one of 'default', 'hf:<path>', "
+        "'openai:<base_url>#<model>', 'vllm:<path>'"
+    )
+
+
+class Policy(ABC):
+    """A model that turns chats into completions. Subclasses implement ``generate``."""
+
+    spec: ModelSpec
+    version: str = "base"  # the model version (registry id) currently served
+
+    @abstractmethod
+    async def generate(self, chats: list[Chat], params: SamplingParams) -> list[Completion]: ...
+
+    def set_adapter(self, version: str, adapter_path: str | None) -> None:
+        """Serve model version ``version`` (a LoRA adapter over the base, or the base if path is None)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support adapters")
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release resources (HTTP clients, batcher tasks)."""

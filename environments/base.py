@@ -1,0 +1,211 @@
+"""Task, Feedback and the Environment base class.
+
+An environment is plain Python: subclass :class:`Environment`, implement two hooks
+(`generate` builds one task's question and reference from a seeded RNG; `check` scores an
+extracted answer) and register it. Everything else — deterministic sampling by seed, the
+train/eval split, prompt building, answer extraction, and turning a malformed answer into
+feedback instead of an exception — is done here once.
+
+Design decisions
+- Item ``i`` of a sample is built from ``Random(f"{name}:{seed}:{i}")``, so a task set is a pure
+  function of (environment config, split, seed).
+- The split of a task is a function of its *content* (a hash of the question), not of the seed:
+  ``eval`` tasks can never appear in ``train`` whatever seeds are used. ``eval_fraction`` of the
+  content space is held out.
+- A wrong, empty or unparseable answer is the model's mistake: it becomes a ``Feedback`` with
+  ``success=False`` and a message the model can read in its reflection. A bug in an environment
+  raises.
+
+Run ``selfevolve envs sample arithmetic -n 3`` to see tasks, ``selfevolve envs check`` to try a verifier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Split = Literal["train", "eval"]
+SPLITS: tuple[str, ...] = ("train", "eval")
+
+
+class Message(BaseModel):
+    """One chat message, as OpenAI-style chat APIs and chat templates take it."""
+
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Task(BaseModel):
+    """One problem an environment poses. Immutable and JSON-serialisable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(description="Stable id derived from env name and content: the same task has the same id.")
+    env: str = Field(description="Registered name of the environment that made it (with its options).")
+    split: Split
+    question: str = Field(description="The problem text the model sees (without system prompt).")
+    prompt: list[Message] = Field(description="Chat messages of the first attempt.")
+    reference: dict[str, Any] = Field(default_factory=dict, description="What the verifier needs; never shown.")
+    difficulty: float = Field(default=0.0, description="Environment-defined difficulty (higher is harder).")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    def messages(self) -> list[dict[str, str]]:
+        return [m.model_dump() for m in self.prompt]
+
+
+class Feedback(BaseModel):
+    """The verdict on one answer. ``message`` is written for the model to read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reward: float = Field(ge=-1.0, le=1.0)
+    success: bool
+    message: str
+    answer: str | None = Field(default=None, description="The answer as extracted from the model's text.")
+
+    @classmethod
+    def failure(cls, message: str, answer: str | None = None, reward: float = 0.0) -> Feedback:
+        return cls(reward=reward, success=False, message=message, answer=answer)
+
+    @classmethod
+    def correct(cls, answer: str, message: str = "Correct.") -> Feedback:
+        return cls(reward=1.0, success=True, message=message, answer=answer)
+
+
+class EnvConfig(BaseModel):
+    """Options shared by every environment. Subclasses add their own fields."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eval_fraction: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="Share of the task space held out for the eval split."
+    )
+
+
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+
+
+class Environment(ABC):
+    """Base class: override ``generate`` and ``check``; optionally ``extract_answer``.
+
+    Subclasses set ``name`` (the registry key), ``config_class`` (a pydantic model of options),
+    ``system_prompt`` and ``answer_instruction`` (appended to each question).
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[EnvConfig]] = EnvConfig
+    system_prompt: ClassVar[str | None] = "You are a careful assistant. Think briefly, then answer."
+    answer_instruction: ClassVar[str] = "Give your final answer inside <answer></answer> tags."
+    max_draws_per_task: ClassVar[int] = 200
+
+    def __init__(self, **options: Any) -> None:
+        try:
+            self.config = self.config_class(**options)
+        except ValidationError as e:
+            fields = ", ".join(self.config_class.model_fields)
+            raise ValueError(f"invalid options for environment {self.name!r}: {e}\nValid options: {fields}") from e
+
+    # ----- the hooks -----
+    @abstractmethod
+    def generate(self, rng: random.Random) -> tuple[str, dict[str, Any], float]:
+        """Build one task from ``rng``: (question, reference, difficulty)."""
+
+    @abstractmethod
+    def check(self, task: Task, answer: str) -> Feedback:
+        """Score an extracted, non-empty answer against ``task.reference``."""
+
+    # ----- defaults built on the hooks -----
+    @property
+    def spec(self) -> str:
+        """Registry name plus non-default options, e.g. ``arithmetic:digits=2``: enough to rebuild it."""
+        changed = self.config.model_dump(exclude_defaults=True)
+        if not changed:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in sorted(changed.items()))
+
+    def split_of(self, question: str) -> Split:
+        h = int.from_bytes(hashlib.sha256(f"{self.name}\x00{question}".encode()).digest()[:8], "big")
+        return "eval" if (h % 10_000) < self.config.eval_fraction * 10_000 else "train"
+
+    def task_id(self, question: str) -> str:
+        digest = hashlib.sha256(f"{self.spec}\x00{question}".encode()).hexdigest()[:16]
+        return f"{self.name.replace(':', '-')}-{digest}"
+
+    def build_prompt(self, question: str) -> list[Message]:
+        msgs = []
+        if self.system_prompt:
+            msgs.append(Message(role="system", content=self.system_prompt))
+        text = f"{question}\n\n{self.answer_instruction}" if self.answer_instruction else question
+        msgs.append(Message(role="user", content=text))
+        return msgs
+
+    def make_task(self, question: str, reference: dict[str, Any], difficulty: float, split: Split) -> Task:
+        return Task(
+            id=self.task_id(question),
+            env=self.spec,
+            split=split,
+            question=question,
+            prompt=self.build_prompt(question),
+            reference=reference,
+            difficulty=float(difficulty),
+        )
+
+    def sample(self, n: int, split: Split = "train", seed: int = 0) -> list[Task]:
+        """``n`` tasks of ``split``, deterministic in (config, split, seed).
+
+        Draws candidates from ``Random(f"{name}:{seed}:{i}")`` for i = 0, 1, ... and keeps those whose
+        content hashes into ``split``. Raises if the split looks empty (a tiny task space).
+        """
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        tasks: list[Task] = []
+        i = 0
+        budget = max(n, 1) * self.max_draws_per_task
+        while len(tasks) < n:
+            if i >= budget:
+                raise RuntimeError(
+                    f"{self.spec}: drew {i} candidates but found only {len(tasks)} {split} tasks; "
+                    "the task space is too small for this split — widen the options or change eval_fraction"
+                )
+            question, reference, difficulty = self.generate(random.Random(f"{self.spec}:{seed}:{i}"))
+            i += 1
+            if self.split_of(question) == split:
+                tasks.append(self.make_task(question, reference, difficulty, split))
+        return tasks
+
+    def extract_answer(self, text: str) -> str | None:
+        """The last ``<answer>…</answer>`` span, stripped; ``None`` if there is none or it is empty."""
+        found = _ANSWER_TAG.findall(text or "")
+        if not found:
+            return None
+        answer = found[-1].strip()
+        return answer or None
+
+    def missing_answer_message(self, text: str) -> str:
+        if not (text or "").strip():
+            return "The response was empty. " + self.answer_instruction
+        if "<answer>" in text.lower() and "</answer>" not in text.lower():
+            return "The <answer> tag was opened but never closed. " + self.answer_instruction
+        return "No final answer was found in the response. " + self.answer_instruction
+
+    def verify(self, task: Task, text: str) -> Feedback:
+        """Extract the answer from model ``text`` and check it. Never raises for bad model output."""
+        answer = self.extract_answer(text)
+        if answer is None:
+            return Feedback.failure(self.missing_answer_message(text))
+        return self.check(task, answer)
+
+    def describe(self) -> str:
+        doc = (type(self).__doc__ or "").strip().splitlines()
+        return doc[0] if doc else ""
+
+    def __repr__(self) -> str:
+        return f"<Environment {self.spec}>"

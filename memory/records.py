@@ -1,0 +1,157 @@
+"""The records the experience library stores: episodes, their attempts, and every model call.
+
+Training later needs the *exact* prompts, so each model call keeps its input messages and output text.
+
+Invariants the trainer relies on (the episode graph guarantees them and tests check them):
+- ``attempts[k].solve`` is the solve call for k = 0 and the retry call for k > 0.
+- If attempt k failed and a reflection was written, ``attempts[k].reflect`` holds it, and the retry's
+  input is ``reflect.messages + [assistant: reflect.output] + [retry instruction]`` — so the retry
+  prompt for a *new* reflection is ``reflect.messages + [assistant: new] + [attempts[k+1].solve.messages[-1]]``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from environments import Feedback, Task
+
+NodeName = Literal["solve", "critique", "reflect", "retry", "grade"]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+class ModelCall(BaseModel):
+    """One call of a graph node to the policy: exact input and output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node: NodeName
+    messages: list[dict[str, str]]
+    output: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+    model_version: str = "base"
+    latency_s: float = 0.0
+
+
+class Attempt(BaseModel):
+    """One answer to the task, its self-critique, the environment's verdict, and the reflection on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(ge=0)
+    solve: ModelCall
+    answer: str | None = Field(default=None, description="Answer extracted from solve.output, if any.")
+    feedback: Feedback
+    critique: ModelCall | None = None
+    critique_verdict: bool | None = Field(default=None, description="The model's own verdict: True = it thinks it is right.")
+    reflect: ModelCall | None = Field(default=None, description="Reflection written after this attempt failed.")
+    ground_truth: Feedback | None = Field(
+        default=None, description="Hidden verifier's verdict when feedback came from a self-reward source."
+    )
+
+
+class Episode(BaseModel):
+    """One task, every attempt at it, and where it came from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default_factory=lambda: new_id("ep"))
+    run_id: str | None = None
+    env: str
+    task: Task
+    model_version: str = "base"
+    feedback_source: str = "verifier"
+    attempts: list[Attempt] = Field(default_factory=list)
+    retrieved_ids: list[str] = Field(default_factory=list, description="Experience ids shown as hints.")
+    created_at: float = Field(default_factory=time.time)
+    seconds: float = 0.0
+    error: str | None = Field(default=None, description="Set when the episode failed for a reason that is not the model's.")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return bool(self.attempts) and self.attempts[-1].feedback.success
+
+    @property
+    def first_success(self) -> bool:
+        return bool(self.attempts) and self.attempts[0].feedback.success
+
+    @property
+    def recovered(self) -> bool:
+        """Failed the first attempt, succeeded on a retry."""
+        return self.success and not self.first_success
+
+    @property
+    def tokens(self) -> int:
+        total = 0
+        for a in self.attempts:
+            for call in (a.solve, a.critique, a.reflect):
+                if call is not None:
+                    total += call.prompt_tokens + call.completion_tokens
+        return total
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(
+            c.completion_tokens for a in self.attempts for c in (a.solve, a.critique, a.reflect) if c is not None
+        )
+
+    def summary_text(self) -> str:
+        """The text embedded in the vector index: the question plus what was learned."""
+        parts = [self.task.question]
+        for a in self.attempts:
+            if a.reflect is not None:
+                parts.append(f"Reflection: {a.reflect.output.strip()}")
+        if self.success:
+            parts.append(f"Solution: {self.attempts[-1].solve.output.strip()}")
+        return "\n".join(parts)
+
+    def hint_text(self, max_chars: int = 400) -> str:
+        """What a later episode is shown when this one is retrieved as a similar success."""
+        reflections = [a.reflect.output.strip() for a in self.attempts if a.reflect is not None]
+        body = reflections[-1] if reflections else (self.attempts[-1].solve.output.strip() if self.attempts else "")
+        text = f"Problem: {self.task.question}\nWhat worked: {body}"
+        return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
+
+
+class Run(BaseModel):
+    """One invocation that produced episodes (``selfevolve run``, a daemon cycle, an eval)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default_factory=lambda: new_id("run"))
+    kind: Literal["run", "daemon", "eval", "train"] = "run"
+    env: str = ""
+    model_version: str = "base"
+    config: dict[str, Any] = Field(default_factory=dict)
+    started_at: float = Field(default_factory=time.time)
+    finished_at: float | None = None
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+
+VersionStatus = Literal["base", "candidate", "promoted", "retired", "rejected"]
+
+
+class ModelVersion(BaseModel):
+    """A model the system can serve: the base, or a LoRA adapter (or full checkpoint) trained from a parent."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    id: str
+    parent: str | None = None
+    base_model: str = "default"
+    method: str = "base"
+    adapter_path: str | None = None
+    status: VersionStatus = "candidate"
+    episode_ids: list[str] = Field(default_factory=list, description="Episodes whose data trained it.")
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    created_at: float = Field(default_factory=time.time)
+    note: str = ""
