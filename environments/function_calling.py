@@ -1,0 +1,1 @@
+"""function_calling environment (being written)."""
