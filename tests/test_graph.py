@@ -1,0 +1,113 @@
+"""Episode graph logic with a scripted policy: routing, the attempt bound, exact recorded prompts."""
+
+import re
+
+import pytest
+
+from agent.graph import EpisodeConfig, GraphDeps
+from agent.runner import run_episodes
+from environments import get_environment
+from tests.scripted import ScriptedPolicy, wrong_then_right
+
+
+def value_of(chat):
+    m = re.search(r"What is ([\d +*-]+)\?", chat[1]["content"])
+    from environments.arithmetic import _evaluate
+
+    tokens = m.group(1).split()
+    return _evaluate([int(t) for t in tokens[::2]], tokens[1::2])
+
+
+@pytest.fixture()
+def env():
+    return get_environment("arithmetic:digits=2,answer_format=strict")
+
+
+async def test_wrong_then_reflect_then_right(env):
+    policy = ScriptedPolicy(wrong_then_right(value_of))
+    tasks = env.sample(4, seed=1)
+    episodes, summary = await run_episodes(tasks, GraphDeps(policy, env, EpisodeConfig(retrieval=False)), concurrency=4)
+    assert [e.task.id for e in episodes] == [t.id for t in tasks]
+    assert summary.first_try_accuracy == 0.0 and summary.final_accuracy == 1.0 and summary.recovered_by_retry == 4
+    assert summary.critique_agreement == 0.5  # claims CORRECT on the wrong first answer and the right retry
+    for ep in episodes:
+        first, second = ep.attempts
+        assert not first.feedback.success and second.feedback.success
+        assert first.critique is not None and first.critique_verdict is True
+        # The R3 invariant the trainer relies on: retry = reflect prompt + reflection + retry instruction.
+        assert first.reflect is not None
+        assert second.solve.node == "retry"
+        assert second.solve.messages[:-1] == [*first.reflect.messages, {"role": "assistant", "content": first.reflect.output}]
+        assert first.reflect.messages[:-1] == [*first.solve.messages, {"role": "assistant", "content": first.solve.output}]
+        assert first.feedback.message in first.reflect.messages[-1]["content"]
+        assert first.solve.messages == ep.task.messages()
+
+
+async def test_attempt_bound_and_no_critique(env):
+    policy = ScriptedPolicy(lambda node, chat: "no idea" if node != "reflect" else "think harder")
+    cfg = EpisodeConfig(max_attempts=3, critique=False, retrieval=False)
+    episodes, summary = await run_episodes(env.sample(2), GraphDeps(policy, env, cfg))
+    assert all(len(e.attempts) == 3 for e in episodes)
+    assert all(a.critique is None for e in episodes for a in e.attempts)
+    assert [a.reflect is not None for a in episodes[0].attempts] == [True, True, False]
+    assert "No final answer" in episodes[0].attempts[0].feedback.message
+    assert summary.final_accuracy == 0.0 and summary.critique_agreement is None
+
+
+async def test_first_try_success_stops(env):
+    policy = ScriptedPolicy(lambda node, chat: f"<answer>{value_of(chat)}</answer>" if node == "solve" else "VERDICT: CORRECT")
+    episodes, _ = await run_episodes(env.sample(3), GraphDeps(policy, env, EpisodeConfig(retrieval=False)))
+    assert all(len(e.attempts) == 1 and e.first_success for e in episodes)
+    assert not any(node == "reflect" for node, _ in policy.calls)
+
+
+async def test_policy_errors_are_reported_not_swallowed(env):
+    def rule(node, chat):
+        if value_of(chat) % 2 == 0:
+            raise ConnectionError("backend down")
+        return "<answer>0</answer>"
+
+    episodes, summary = await run_episodes(env.sample(8, seed=3), GraphDeps(ScriptedPolicy(rule), env, EpisodeConfig(retrieval=False, max_attempts=1)))
+    assert summary.errors and all("ConnectionError: backend down" in e.error for e in summary.errors)
+    assert episodes and len(episodes) + len(summary.errors) == 8
+    assert all(value_of(e.task.messages()) % 2 == 1 for e in episodes)
+
+
+async def test_concurrency_overlaps_calls(env):
+    policy = ScriptedPolicy(lambda node, chat: "<answer>1</answer>", delay=0.05)
+    cfg = EpisodeConfig(retrieval=False, critique=False, max_attempts=1)
+    _, summary = await run_episodes(env.sample(16), GraphDeps(policy, env, cfg), concurrency=16)
+    assert summary.seconds < 16 * 0.05  # sequential would take 0.8 s
+
+
+class FakeLibrary:
+    """Just enough of ExperienceLibrary for the retrieval node: exercises routing, not storage."""
+
+    def __init__(self, episodes):
+        self.by_id = {e.id: e for e in episodes}
+        self.recorded = []
+
+    def search(self, text, env=None, success=None, k=5, model_version=None):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(episode_id=i, score=0.9) for i, e in self.by_id.items() if e.success == success][:k]
+
+    def get(self, episode_id):
+        return self.by_id[episode_id]
+
+    def record(self, episode):
+        self.recorded.append(episode)
+
+
+async def test_retrieval_hints_shown_and_recorded(env):
+    policy = ScriptedPolicy(wrong_then_right(value_of))
+    past, _ = await run_episodes(env.sample(3, seed=7), GraphDeps(policy, env, EpisodeConfig(retrieval=False)))
+    held_out, _ = await run_episodes(env.sample(1, "eval"), GraphDeps(policy, env, EpisodeConfig(retrieval=False)))
+    lib = FakeLibrary(past + held_out)
+    new_task = env.sample(1, seed=99)[0]
+    episodes, _ = await run_episodes([new_task], GraphDeps(policy, env, EpisodeConfig(k=2), library=lib))
+    ep = episodes[0]
+    assert len(ep.retrieved_ids) == 2 and held_out[0].id not in ep.retrieved_ids
+    first_prompt = ep.attempts[0].solve.messages[1]["content"]
+    assert "from your memory" in first_prompt and "I added one too many" in first_prompt
+    assert lib.recorded == [ep]
