@@ -1,0 +1,41 @@
+"""Which model answers: the registry's serving version over a base model spec.
+
+``selfevolve run`` and the daemon serve the latest *promoted* version (a LoRA adapter over the base
+model), or the base model when nothing has been promoted; ``--version`` picks one explicitly.
+Adapters apply only to the base they were trained on (transformers or vLLM backends).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from agent.policy.base import Policy, parse_model_spec
+
+log = logging.getLogger(__name__)
+
+
+def open_library(workspace: Path, chroma_url: str | None = None):
+    from memory import ExperienceLibrary
+
+    return ExperienceLibrary(workspace, chroma_url=chroma_url) if chroma_url else ExperienceLibrary(workspace)
+
+
+def serving_policy(model_spec: str, library, version: str | None = None, **options) -> Policy:
+    """Load ``model_spec`` with the adapter of ``version`` (default: the library's serving version)."""
+    from agent.policy import load_policy
+
+    spec = parse_model_spec(model_spec)
+    mv = library.get_model_version(version) if version else library.serving_version()
+    adapter = mv.adapter_path if mv.adapter_path else None
+    if adapter and spec.backend == "openai":
+        log.warning("version %s is an adapter; an OpenAI-compatible server must serve it itself", mv.id)
+        adapter = None
+    if adapter and str(spec) != mv.base_model and not (spec.path == "default" and mv.base_model in ("default", "")):
+        raise ValueError(
+            f"version {mv.id} is an adapter for base model {mv.base_model!r}, not {str(spec)!r}: "
+            f"pass --model {mv.base_model} or --version base"
+        )
+    if adapter and not Path(adapter).exists():
+        raise FileNotFoundError(f"adapter of version {mv.id} is missing at {adapter}; run `selfevolve models rollback`")
+    return load_policy(model_spec, adapter_path=adapter, version=mv.id, **options)
