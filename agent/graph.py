@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field
@@ -75,6 +75,20 @@ class EpisodeState(TypedDict, total=False):
     verdict: bool | None
     feedback: Feedback | None
     episode: Episode | None
+    metadata: dict[str, Any]
+
+
+class FeedbackSource(Protocol):
+    """Where an attempt's reward comes from. ``None`` in GraphDeps means the environment's verifier.
+
+    Returns (feedback the agent acts on, hidden ground truth or None). Self-reward sources (majority
+    vote, rubric self-grading, the critique verdict) return the verifier's verdict as ground truth
+    when the environment has one, so the generation–verification gap can be measured.
+    """
+
+    name: str
+
+    async def score(self, task: Task, output: str, deps: GraphDeps) -> tuple[Feedback, Feedback | None]: ...
 
 
 @dataclass
@@ -83,6 +97,7 @@ class GraphDeps:
     env: Environment
     config: EpisodeConfig
     library: Any = None  # memory.ExperienceLibrary (duck-typed: search/get/record)
+    feedback: FeedbackSource | None = None
 
 
 async def _call(deps: GraphDeps, node: str, messages: list[dict[str, str]], seed: int | None) -> ModelCall:
@@ -152,7 +167,11 @@ def build_episode_graph(deps: GraphDeps, checkpointer: Any = None):
 
     async def verify(state: EpisodeState) -> dict:
         solve_call = state["solve"]
-        feedback = deps.env.verify(state["task"], solve_call.output)
+        ground_truth = None
+        if deps.feedback is None:
+            feedback = deps.env.verify(state["task"], solve_call.output)
+        else:
+            feedback, ground_truth = await deps.feedback.score(state["task"], solve_call.output, deps)
         attempt = Attempt(
             index=len(state.get("attempts", [])),
             solve=solve_call,
@@ -160,6 +179,7 @@ def build_episode_graph(deps: GraphDeps, checkpointer: Any = None):
             feedback=feedback,
             critique=state.get("critique"),
             critique_verdict=state.get("verdict"),
+            ground_truth=ground_truth,
         )
         return {"attempts": [*state.get("attempts", []), attempt], "feedback": feedback}
 
@@ -183,9 +203,11 @@ def build_episode_graph(deps: GraphDeps, checkpointer: Any = None):
             env=task.env,
             task=task,
             model_version=deps.policy.version,
+            feedback_source=deps.feedback.name if deps.feedback is not None else "verifier",
             attempts=state["attempts"],
             retrieved_ids=state.get("retrieved_ids", []),
             seconds=time.time() - state["started_at"],
+            metadata=state.get("metadata", {}),
         )
         if cfg.record and deps.library is not None:
             deps.library.record(episode)
@@ -217,7 +239,13 @@ def build_episode_graph(deps: GraphDeps, checkpointer: Any = None):
     return graph.compile(checkpointer=checkpointer)
 
 
-def initial_state(task: Task, run_id: str | None = None, seed: int | None = None, episode_id: str | None = None) -> EpisodeState:
+def initial_state(
+    task: Task,
+    run_id: str | None = None,
+    seed: int | None = None,
+    episode_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> EpisodeState:
     return EpisodeState(
         episode_id=episode_id or new_id("ep"),
         run_id=run_id,
@@ -232,6 +260,7 @@ def initial_state(task: Task, run_id: str | None = None, seed: int | None = None
         verdict=None,
         feedback=None,
         episode=None,
+        metadata=dict(metadata or {}),
     )
 
 

@@ -80,6 +80,7 @@ async def run_episodes(
     seed: int | None = None,
     on_episode: Callable[[Episode | None, EpisodeError | None], None] | None = None,
     checkpointer: Any = None,
+    metadata: dict[str, Any] | None = None,
 ) -> tuple[list[Episode], RunSummary]:
     """Run one episode per task, at most ``concurrency`` at a time. Returns episodes in task order."""
     if concurrency < 1:
@@ -92,7 +93,7 @@ async def run_episodes(
 
     async def one(i: int, task: Task) -> None:
         async with semaphore:
-            state = initial_state(task, run_id=run_id, seed=None if seed is None else seed + i)
+            state = initial_state(task, run_id=run_id, seed=None if seed is None else seed + i, metadata=metadata)
             config: dict[str, Any] = {"recursion_limit": limit}
             if checkpointer is not None:
                 config["configurable"] = {"thread_id": state["episode_id"]}

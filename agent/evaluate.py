@@ -1,0 +1,110 @@
+"""Held-out evaluation of one model version: first-try and final (after reflect+retry) accuracy.
+
+Every version is scored on the *same* tasks — ``env.sample(n, "eval", seed)`` is a pure function of
+(environment config, n, seed) — so two versions' results are paired task by task, which is what the
+promotion gate compares. Decoding is greedy and memory hints are off, so a difference between two
+versions is the weights', not the sampler's or the library's.
+
+    selfevolve eval --model <version> --env arithmetic -n 64
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agent.graph import GraphDeps
+from agent.policy.base import Policy
+from agent.runner import eval_config, run_episodes
+from environments import Environment
+
+
+@dataclass
+class EvalResult:
+    env: str
+    version: str
+    n: int
+    seed: int
+    max_attempts: int
+    task_ids: list[str]
+    first: list[int]  # 1 if solved on the first try, per task, in task order
+    final: list[int]  # 1 if solved by the last attempt
+    seconds: float = 0.0
+    tokens: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def first_try_accuracy(self) -> float:
+        return sum(self.first) / len(self.first) if self.first else 0.0
+
+    @property
+    def final_accuracy(self) -> float:
+        return sum(self.final) / len(self.final) if self.final else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        lo, hi = wilson(sum(self.first), len(self.first))
+        flo, fhi = wilson(sum(self.final), len(self.final))
+        return {
+            "env": self.env, "version": self.version, "n": self.n, "seed": self.seed,
+            "first_try_accuracy": self.first_try_accuracy, "first_try_ci95": [lo, hi],
+            "final_accuracy": self.final_accuracy, "final_ci95": [flo, fhi],
+            "seconds": self.seconds, "tokens": self.tokens, "errors": len(self.errors),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion.
+
+    >>> [round(x, 3) for x in wilson(5, 10)]
+    [0.237, 0.763]
+    """
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+async def evaluate(
+    policy: Policy,
+    env: Environment,
+    n: int,
+    *,
+    seed: int = 0,
+    max_attempts: int = 2,
+    max_tokens: int = 128,
+    concurrency: int = 32,
+    library: Any = None,
+    run_id: str | None = None,
+    on_episode=None,
+) -> EvalResult:
+    """Run ``n`` held-out tasks greedily; episodes are recorded (tagged purpose=eval) when a library is given."""
+    tasks = env.sample(n, split="eval", seed=seed)
+    config = eval_config(max_attempts=max_attempts, max_tokens=max_tokens)
+    if library is None:
+        config = config.model_copy(update={"record": False})
+    deps = GraphDeps(policy, env, config, library)
+    episodes, summary = await run_episodes(
+        tasks, deps, concurrency=concurrency, run_id=run_id, seed=seed, on_episode=on_episode,
+        metadata={"purpose": "eval"},
+    )
+    by_task = {}
+    for ep in episodes:
+        by_task.setdefault(ep.task.id, []).append(ep)
+    first, final, ids = [], [], []
+    for task in tasks:  # keep task order (duplicates included) so results pair by position
+        ep = by_task.get(task.id, []).pop(0) if by_task.get(task.id) else None
+        ids.append(task.id)
+        first.append(int(ep is not None and ep.first_success))
+        final.append(int(ep is not None and ep.success))
+    return EvalResult(
+        env=env.spec, version=policy.version, n=n, seed=seed, max_attempts=max_attempts, task_ids=ids,
+        first=first, final=final, seconds=summary.seconds, tokens=summary.tokens,
+        errors=[e.error for e in summary.errors],
+    )

@@ -1,0 +1,14 @@
+"""Docstring examples are tests too (they document the parsers and statistics)."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["agent.prompts", "agent.evaluate", "environments.arithmetic", "environments.countdown"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name):
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0
