@@ -10,11 +10,13 @@ JSON-serialisable whatever a dataset puts in its metadata.
 
 from __future__ import annotations
 
+import difflib
+import json
 import random
 from functools import cached_property
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import EnvConfig, Environment, Feedback, Task
 from .registry import register_environment
@@ -31,14 +33,45 @@ def reasoning_gym_tasks() -> list[str]:
 class ReasoningGymConfig(EnvConfig):
     task: str = Field(description="A reasoning-gym dataset name, e.g. leg_counting.")
     dataset_seed: int = Field(default=42, description="Seed of the underlying reasoning-gym dataset.")
-    options: dict[str, Any] = Field(default_factory=dict, description="Extra keyword options for the dataset.")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword options of the dataset's config; in a spec, write them as plain keys "
+        "(reasoning_gym:basic_arithmetic,min_terms=2).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_options(cls, data: Any) -> Any:
+        """Keys that are not ours are the dataset's options, so a spec can say ``min_terms=2``."""
+        if isinstance(data, dict):
+            extra = {k: v for k, v in data.items() if k not in cls.model_fields}
+            if extra:
+                data = {k: v for k, v in data.items() if k in cls.model_fields}
+                data["options"] = {**data.get("options", {}), **extra}
+        return data
+
+    @model_validator(mode="after")
+    def _options_fit(self) -> ReasoningGymConfig:
+        """Check the dataset options now, not at the first sample (reasoning-gym raises TypeError)."""
+        import reasoning_gym.factory
+
+        config_cls = reasoning_gym.factory.DATASETS[self.task][1]
+        try:
+            config = config_cls(**self.options)
+            if hasattr(config, "validate"):
+                config.validate()
+        except (TypeError, ValueError, AssertionError) as e:
+            raise ValueError(f"bad options for reasoning-gym task {self.task!r}: {e}") from e
+        return self
 
     @field_validator("task")
     @classmethod
     def _known(cls, v: str) -> str:
         names = reasoning_gym_tasks()
         if v not in names:
-            close = [n for n in names if v.split("_")[0] in n][:8]
+            close = difflib.get_close_matches(v, names, n=5, cutoff=0.6)
+            close += [n for n in names if v.split("_")[0] in n and n not in close]
+            close = close[:8]
             hint = f" Did you mean one of {close}?" if close else " See `selfevolve envs list --all`."
             raise ValueError(f"unknown reasoning-gym task {v!r}.{hint}")
         return v
@@ -56,7 +89,8 @@ class ReasoningGym(Environment):
     def spec(self) -> str:
         rest = self.config.model_dump(exclude_defaults=True)
         rest.pop("task", None)
-        extra = "".join(f",{k}={v}" for k, v in sorted(rest.items()))
+        rest.update(rest.pop("options", {}))  # dataset options are written as plain keys
+        extra = "".join(f",{k}={_spec_value(v)}" for k, v in sorted(rest.items()))
         return f"{self.name}:{self.config.task}{extra}"
 
     @cached_property
@@ -82,3 +116,13 @@ class ReasoningGym(Environment):
         return Feedback.failure(
             f"The answer {answer!r} is not correct (score {score:.2f}).", answer=answer, reward=max(0.0, min(score, 1.0))
         )
+
+
+def _spec_value(value: Any) -> str:
+    """How ``parse_spec`` will read ``value`` back: JSON, except strings that do not look like JSON."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return json.dumps(value, separators=(",", ":"))

@@ -7,7 +7,14 @@ import textwrap
 import pytest
 
 import environments
-from environments import Environment, Feedback, get_environment, list_environments, parse_spec, register_environment
+from environments import (
+    Environment,
+    Feedback,
+    get_environment,
+    list_environments,
+    parse_spec,
+    register_environment,
+)
 from environments.registry import _REGISTRY
 
 

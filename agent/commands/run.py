@@ -11,7 +11,7 @@ import random
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompletedColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from agent.commands.common import JsonOption, WorkspaceOption, console, fail, out, print_json, resolve_workspace
@@ -90,7 +90,7 @@ def _run_with_progress(tasks, deps, concurrency, run_id, seed, quiet):
     from agent.runner import run_episodes
 
     progress = Progress(
-        TextColumn("[bold]episodes"), BarColumn(), MofNCompletedColumn(), TextColumn("{task.fields[acc]}"),
+        TextColumn("[bold]episodes"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[acc]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=False, transient=quiet,
     )
     counts = {"done": 0, "first": 0, "final": 0}
