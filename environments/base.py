@@ -103,6 +103,7 @@ class Environment(ABC):
     system_prompt: ClassVar[str | None] = "You are a careful assistant. Think briefly, then answer."
     answer_instruction: ClassVar[str] = "Give your final answer inside <answer></answer> tags."
     max_draws_per_task: ClassVar[int] = 200
+    has_verifier: ClassVar[bool] = True  # False: `check` cannot judge answers; use a self-reward feedback source
 
     def __init__(self, **options: Any) -> None:
         try:

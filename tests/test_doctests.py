@@ -5,7 +5,10 @@ import importlib
 
 import pytest
 
-MODULES = ["agent.prompts", "agent.evaluate", "environments.arithmetic", "environments.countdown"]
+MODULES = [
+    "agent.prompts", "agent.evaluate", "agent.feedback",
+    "environments.arithmetic", "environments.countdown", "environments.open_ended",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -36,6 +36,9 @@ def run_cmd(
     retrieval: bool = typer.Option(True, "--retrieval/--no-retrieval", help="Show similar past successes."),
     k: int = typer.Option(2, "-k", min=0, max=10, help="How many past successes to show."),
     max_tokens: int = typer.Option(128, "--max-tokens", min=1, help="Max new tokens per solve/retry."),
+    feedback: str = typer.Option(
+        "verifier", "--feedback", help="Reward source: verifier | majority[:k=4,threshold=0.6] | rubric | critique."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Run episodes (solve → critique → verify → reflect → retry) and record them in the experience library."""
@@ -57,6 +60,12 @@ def run_cmd(
         )
     except ValueError as e:
         fail(str(e))
+    from agent.feedback import make_feedback_source
+
+    try:
+        feedback_source = make_feedback_source(feedback, environment)
+    except ValueError as e:
+        fail(str(e))
     seed = random.randrange(1_000_000) if seed is None else seed
     tasks = environment.sample(episodes, split=split, seed=seed)  # type: ignore[arg-type]
     ws = resolve_workspace(workspace)
@@ -68,9 +77,9 @@ def run_cmd(
             except (ValueError, FileNotFoundError, KeyError, ConnectionError) as e:
                 fail(str(e).strip("'\""))
         run = Run(kind="run", env=environment.spec, model_version=policy.version,
-                  config={"model": model, "seed": seed, "split": split, **config.model_dump()})
+                  config={"model": model, "seed": seed, "split": split, "feedback": feedback, **config.model_dump()})
         library.start_run(run)
-        summary = _run_with_progress(tasks, GraphDeps(policy, environment, config, library), concurrency, run.id, seed, as_json)
+        summary = _run_with_progress(tasks, GraphDeps(policy, environment, config, library, feedback_source), concurrency, run.id, seed, as_json)
         library.finish_run(run.id, summary.to_dict())
     finally:
         library.close()
