@@ -17,7 +17,7 @@ from typing import Any
 from agent.graph import GraphDeps
 from agent.policy.base import Policy
 from agent.runner import eval_config, run_episodes
-from environments import Environment
+from environments import Environment, Task
 
 
 @dataclass
@@ -28,7 +28,7 @@ class EvalResult:
     seed: int
     max_attempts: int
     task_ids: list[str]
-    first: list[int]  # 1 if solved on the first try, per task, in task order
+    first: list[int]  # 1 if solved on the first try, per (distinct) task, in task order
     final: list[int]  # 1 if solved by the last attempt
     seconds: float = 0.0
     tokens: int = 0
@@ -71,6 +71,17 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def unique_eval_tasks(env: Environment, n: int, seed: int = 0) -> list[Task]:
+    """``n`` distinct held-out tasks (fewer if the eval split is smaller), the same list every call."""
+    tasks: dict[str, Task] = {}
+    for draw in range(1, 9):
+        for t in env.sample(n * draw * 2, split="eval", seed=seed):
+            tasks.setdefault(t.id, t)
+        if len(tasks) >= n:
+            break
+    return list(tasks.values())[:n]
+
+
 async def evaluate(
     policy: Policy,
     env: Environment,
@@ -85,7 +96,7 @@ async def evaluate(
     on_episode=None,
 ) -> EvalResult:
     """Run ``n`` held-out tasks greedily; episodes are recorded (tagged purpose=eval) when a library is given."""
-    tasks = env.sample(n, split="eval", seed=seed)
+    tasks = unique_eval_tasks(env, n, seed)
     config = eval_config(max_attempts=max_attempts, max_tokens=max_tokens)
     if library is None:
         config = config.model_copy(update={"record": False})
@@ -94,12 +105,10 @@ async def evaluate(
         tasks, deps, concurrency=concurrency, run_id=run_id, seed=seed, on_episode=on_episode,
         metadata={"purpose": "eval"},
     )
-    by_task = {}
-    for ep in episodes:
-        by_task.setdefault(ep.task.id, []).append(ep)
+    by_task = {ep.task.id: ep for ep in episodes}
     first, final, ids = [], [], []
-    for task in tasks:  # keep task order (duplicates included) so results pair by position
-        ep = by_task.get(task.id, []).pop(0) if by_task.get(task.id) else None
+    for task in tasks:  # task order; an episode that errored counts as unsolved and is listed in errors
+        ep = by_task.get(task.id)
         ids.append(task.id)
         first.append(int(ep is not None and ep.first_success))
         final.append(int(ep is not None and ep.success))
@@ -108,3 +117,25 @@ async def evaluate(
         first=first, final=final, seconds=summary.seconds, tokens=summary.tokens,
         errors=[e.error for e in summary.errors],
     )
+
+
+def eval_key(env_spec: str, n: int, seed: int, max_attempts: int) -> str:
+    return f"{env_spec}|n={n}|seed={seed}|attempts={max_attempts}"
+
+
+def store_result(library: Any, version_id: str, result: EvalResult) -> None:
+    """Keep the per-task outcomes on the version, so later gates reuse them instead of re-running."""
+    mv = library.get_model_version(version_id)
+    metrics = dict(mv.metrics)
+    evals = dict(metrics.get("eval", {}))
+    evals[eval_key(result.env, result.n, result.seed, result.max_attempts)] = {
+        **result.summary(),
+        "outcomes": {t: [f, g] for t, f, g in zip(result.task_ids, result.first, result.final, strict=True)},
+    }
+    metrics["eval"] = evals
+    library.add_model_version(mv.model_copy(update={"metrics": metrics}))
+
+
+def stored_outcomes(library: Any, version_id: str, key: str) -> dict[str, tuple[int, int]] | None:
+    entry = library.get_model_version(version_id).metrics.get("eval", {}).get(key)
+    return None if entry is None else {t: (int(v[0]), int(v[1])) for t, v in entry["outcomes"].items()}
