@@ -1,0 +1,96 @@
+"""Datasets from synthetic episodes: which rows are kept, and the retry-prompt invariant."""
+
+from __future__ import annotations
+
+import doctest
+
+import trainer.datasets as D
+from tests.trainer_factories import correct_text, make_episode, mixed_episodes, tasks
+
+
+def test_doctests():
+    assert doctest.testmod(D).failed == 0
+
+
+def test_reflection_dataset_keeps_failed_first_attempts_with_reflection_and_retry():
+    t = tasks(3)
+    eps = [
+        make_episode(t[0], first_success=True),                  # dropped: first try right
+        make_episode(t[0], reflection=None),                     # dropped: no reflection
+        make_episode(t[1], retry_success=None),                  # dropped: no retry recorded
+        make_episode(t[1], retry_success=True),                  # kept
+        make_episode(t[2], retry_success=False),                 # kept
+    ]
+    ds = D.reflection_dataset(eps)
+    assert len(ds) == 2
+    assert ds["episode_id"] == [eps[3].id, eps[4].id]
+    assert ds["recorded_retry_success"] == [True, False]
+    assert len(D.reflection_dataset(eps, env="countdown")) == 0
+
+
+def test_retry_prompt_invariant_rebuilds_the_recorded_retry_input():
+    eps = mixed_episodes(2)
+    ds = D.reflection_dataset(eps)
+    by_id = {e.id: e for e in eps}
+    for row in ds:
+        ep = by_id[row["episode_id"]]
+        rebuilt = D.retry_messages(row["prompt"], row["recorded_reflection"], row["retry_message"])
+        assert rebuilt == D.with_system(ep.attempts[1].solve.messages)
+        assert row["prompt"][0] == {"role": "system", "content": ep.task.prompt[0].content}
+
+
+def test_first_attempt_and_sft_datasets():
+    eps = mixed_episodes(3)
+    fa = D.first_attempt_dataset(eps)
+    assert len(fa) == 3  # one row per task
+    assert len(D.first_attempt_dataset(eps, unique_tasks=False)) == 9
+    sft = D.sft_dataset(eps)
+    assert len(sft) == 6  # first-try successes + recovered episodes
+    assert all(r["completion"][0]["role"] == "assistant" for r in sft)
+    assert set(D.episode_ids(sft)) == {e.id for e in eps if e.success}
+
+
+def test_dpo_pairs_same_task_conversational():
+    eps = mixed_episodes(2)
+    ds = D.dpo_dataset(eps)
+    kinds = ds["kind"]
+    assert kinds.count("reflection") == 2  # one good vs one bad reflection per task
+    assert kinds.count("answer") == 8  # (first success, recovered retry) x (2 failed first answers), per task
+    for row in ds:
+        assert row["chosen"][0]["role"] == "assistant" and row["rejected"][0]["role"] == "assistant"
+        assert row["chosen"] != row["rejected"]
+    capped = D.dpo_dataset(eps, max_pairs_per_task=1)
+    assert len(capped) == 4
+
+
+def test_rationalize_saves_without_hint():
+    t = tasks(2)
+    eps = [make_episode(t[0], retry_success=False), make_episode(t[1], retry_success=False)]
+    seen = []
+
+    def generate(chats):
+        seen.extend(chats)
+        return [correct_text(t[0]), "no idea"]
+
+    ds = D.rationalize(eps, generate)
+    assert "Hint" in seen[0][-1]["content"]
+    assert len(ds) == 1 and "Hint" not in ds[0]["prompt"][-1]["content"]
+    assert ds[0]["completion"][0]["content"] == correct_text(t[0])
+
+
+def test_empty_datasets_keep_their_columns():
+    assert D.reflection_dataset([]).column_names == list(D.REFLECTION_COLUMNS)
+    assert len(D.dpo_dataset([])) == 0
+
+
+def test_held_out_episodes_never_become_training_data():
+    episodes = mixed_episodes(4)
+    n_train = len(D.reflection_dataset(episodes)), len(D.sft_dataset(episodes)), len(D.first_attempt_dataset(episodes))
+    assert all(n_train)
+    eval_split = [e.model_copy(update={"task": e.task.model_copy(update={"split": "eval"})}) for e in episodes]
+    tagged = [e.model_copy(update={"metadata": {"purpose": "eval"}}) for e in episodes]
+    for held_out in (eval_split, tagged):
+        assert len(D.reflection_dataset(held_out)) == 0
+        assert len(D.sft_dataset(held_out)) == 0
+        assert len(D.first_attempt_dataset(held_out)) == 0
+        assert len(D.dpo_dataset(held_out)) == 0

@@ -1,0 +1,116 @@
+"""Each method runs 1-2 optimizer steps on the tiny random model and yields a loadable LoRA adapter that
+differs from its init; ``train()`` registers candidates, resumes from a checkpoint, and refuses empty data."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.trainer_factories import FakeLibrary, correct_text, make_episode, mixed_episodes, tasks, wrong_text
+from trainer import grpo, grpo_reflection
+from trainer.config import config_for
+from trainer.datasets import first_attempt_dataset, reflection_dataset
+from trainer.rewards import RetryReward, completion_text
+from trainer.train import NotEnoughDataError, train
+
+pytest_plugins = ["tests.trainer_factories"]  # the tiny_model / tiny_model_dir fixtures
+
+FAST = dict(report_to=[], save_strategy="no", warmup_steps=0, logging_steps=1)
+GRPO_FAST = dict(FAST, max_completion_length=8, retry_max_new_tokens=8, per_device_train_batch_size=4,
+                 num_generations=2)
+
+
+def _lora_b_nonzero(model) -> bool:
+    bs = [p for n, p in model.named_parameters() if "lora_B" in n]
+    return bool(bs) and any(p.abs().sum() > 0 for p in bs)  # lora_B starts at exactly zero
+
+
+def _assert_adapter_loads(model, tmp_path, base_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(base_dir)), tmp_path / "adapter")
+    assert _lora_b_nonzero(reloaded)
+
+
+def test_grpo_reflection_steps_with_scripted_retry(tiny_model, tiny_model_dir, tmp_path):
+    model, tok = tiny_model
+    t = tasks(1)[0]
+    ds = reflection_dataset([make_episode(t), make_episode(t, reflection="other")])
+
+    def generate(chats):  # retry succeeds iff the sampled reflection has an even number of characters
+        return [correct_text(t) if len(c[-2]["content"]) % 2 == 0 else wrong_text(t) for c in chats]
+
+    cfg = config_for("grpo-reflection", str(tmp_path / "run"), max_steps=2, **GRPO_FAST)
+    trainer = grpo_reflection.build_trainer(model, tok, ds, cfg, retry_reward=RetryReward(generate=generate))
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "retry_success_rate" in h]
+    assert logs and all(0.0 <= h["retry_success_rate"] <= 1.0 for h in logs)
+    assert _lora_b_nonzero(trainer.model)
+    _assert_adapter_loads(trainer.model, tmp_path, tiny_model_dir)
+
+
+def test_grpo_steps(tiny_model, tiny_model_dir, tmp_path):
+    model, tok = tiny_model
+    ds = first_attempt_dataset(mixed_episodes(2))
+
+    def length_parity(prompts, completions, **_):
+        return [float(len(completion_text(c)) % 2) for c in completions]
+
+    cfg = config_for("grpo", str(tmp_path / "run"), max_steps=2, **GRPO_FAST)
+    trainer = grpo.build_trainer(model, tok, ds, cfg, reward_funcs=[length_parity])
+    trainer.train()
+    assert _lora_b_nonzero(trainer.model)
+    _assert_adapter_loads(trainer.model, tmp_path, tiny_model_dir)
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_train_registers_candidate(method, tiny_model_dir, tmp_path):
+    from peft import PeftModel
+
+    lib = FakeLibrary(tmp_path / "ws", mixed_episodes(2))
+    steps = []
+    mv = train(lib, method, steps=2, overrides=dict(FAST, base_model=str(tiny_model_dir), per_device_train_batch_size=2,
+                                                    max_length=256),
+               progress=lambda step, total, logs: steps.append((step, total)))
+    assert mv.id == f"v0001-{method}" and mv.status == "candidate" and mv.parent == "base"
+    assert mv.metrics["steps"] == 2 and mv.episode_ids and steps[-1] == (2, 2)
+    assert lib.get_model_version(mv.id) == mv
+    base = PeftModel.from_pretrained(
+        __import__("transformers").AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), mv.adapter_path)
+    assert _lora_b_nonzero(base)
+
+
+def test_crash_then_resume_from_checkpoint(tiny_model_dir, tmp_path):
+    lib = FakeLibrary(tmp_path / "ws", mixed_episodes(2))
+    overrides = dict(FAST, base_model=str(tiny_model_dir), per_device_train_batch_size=2, max_length=256,
+                     save_strategy="steps", save_steps=1)
+
+    def crash_at_2(step, total, logs):
+        if step == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        train(lib, "sft", steps=3, overrides=overrides, progress=crash_at_2)
+    assert [v.id for v in lib.list_model_versions()] == ["base"]  # nothing half-registered
+    run = tmp_path / "ws" / "runs" / "train-v0001-sft"
+    assert (run / "checkpoint-1").is_dir()
+    mv = train(lib, "sft", steps=3, overrides=overrides, resume=True)
+    assert mv.id == "v0001-sft" and mv.metrics["steps"] == 3
+
+
+def test_not_enough_data_names_the_command(tmp_path):
+    lib = FakeLibrary(tmp_path, [make_episode(tasks(1)[0], first_success=True)])
+    with pytest.raises(NotEnoughDataError, match="selfevolve run --env arithmetic --episodes 64"):
+        train(lib, "grpo-reflection", steps=1, env="arithmetic")
+    with pytest.raises(FileNotFoundError, match="without --resume"):
+        train(lib, "sft", steps=1, resume=True)
+
+
+@pytest.mark.slow
+@pytest.mark.embedded
+def test_grpo_reflection_one_step_on_embedded_model(tmp_path):
+    lib = FakeLibrary(tmp_path / "ws", mixed_episodes(2))
+    mv = train(lib, "grpo-reflection", steps=1,
+               overrides=dict(report_to=[], save_strategy="no", max_completion_length=32, retry_max_new_tokens=32))
+    assert mv.metrics["steps"] == 1 and "train/retry_success_rate_mean" in mv.metrics

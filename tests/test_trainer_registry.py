@@ -1,0 +1,88 @@
+"""Registry: version ids, atomic save-then-register, promote / rollback / gate, on the fake and the real library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.trainer_factories import FakeLibrary
+from trainer import registry
+from trainer.gate import TaskOutcome, evaluate_gate
+
+
+@pytest.fixture(params=["fake", "real"])
+def lib(request, tmp_path):
+    if request.param == "fake":
+        yield FakeLibrary(tmp_path)
+        return
+    from memory.library import ExperienceLibrary
+
+    real = ExperienceLibrary(tmp_path)
+    yield real
+    real.close()
+
+
+def _save_ok(path: Path) -> None:
+    path.mkdir(parents=True)
+    (path / "adapter_model.safetensors").write_bytes(b"weights")
+
+
+def _register(lib, method="sft", parent="base"):
+    vid = registry.next_version_id(lib, method)
+    return registry.register_candidate(lib, lib.workspace, vid, _save_ok, parent=parent, method=method)
+
+
+def test_ids_and_register(lib):
+    assert registry.next_version_id(lib, "grpo-reflection") == "v0001-grpo-reflection"
+    mv = _register(lib)
+    assert mv.id == "v0001-sft" and mv.status == "candidate"
+    assert Path(mv.adapter_path).is_dir() and Path(mv.adapter_path) == lib.workspace / "models" / mv.id / "adapter"
+    assert lib.get_model_version(mv.id).adapter_path == mv.adapter_path
+    assert registry.next_version_id(lib, "dpo") == "v0002-dpo"
+
+
+def test_failure_while_saving_registers_nothing(lib):
+    def save_crash(path: Path) -> None:
+        path.mkdir(parents=True)
+        (path / "adapter_model.safetensors").write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        registry.register_candidate(lib, lib.workspace, "v0001-sft", save_crash, parent="base", method="sft")
+    assert [v.id for v in lib.list_model_versions()] == ["base"]
+    assert list((lib.workspace / "models").iterdir()) == []  # no final dir, temp dir cleaned
+
+
+def test_failure_while_registering_removes_the_adapter(tmp_path):
+    lib = FakeLibrary(tmp_path)
+    lib.fail_on_add = True
+    with pytest.raises(RuntimeError, match="injected"):
+        registry.register_candidate(lib, tmp_path, "v0001-sft", _save_ok, parent="base", method="sft")
+    assert not (tmp_path / "models" / "v0001-sft").exists()
+
+
+def test_promote_rollback_chain(lib):
+    v1 = _register(lib)
+    registry.promote(lib, v1.id)
+    v2 = _register(lib, parent=v1.id)
+    registry.promote(lib, v2.id)
+    assert lib.serving_version().id == v2.id
+    assert lib.get_model_version(v1.id).status == "retired"
+    assert registry.rollback(lib).id == v1.id  # v2 retired, its parent served again
+    assert lib.get_model_version(v2.id).status == "retired"
+    assert registry.rollback(lib).id == "base"
+    with pytest.raises(ValueError, match="nothing to roll back"):
+        registry.rollback(lib)
+    with pytest.raises(KeyError, match="models list"):
+        registry.promote(lib, "v9999-nope")
+
+
+def test_apply_gate(lib):
+    v1, v2 = _register(lib), _register(lib)
+    win = evaluate_gate({"t": TaskOutcome(False, True)}, {"t": TaskOutcome(False, False)}, v1.id, "base")
+    lose = evaluate_gate({"t": TaskOutcome(False, False)}, {"t": TaskOutcome(False, False)}, v2.id, v1.id)
+    assert registry.apply_gate(lib, v1.id, win).status == "promoted"
+    rejected = registry.apply_gate(lib, v2.id, lose)
+    assert rejected.status == "rejected" and rejected.note.startswith("gate: keep current")
+    assert lib.serving_version().id == v1.id

@@ -1,0 +1,69 @@
+"""Rewards: exact checks with a scripted generate, and the live-model retry on the tiny random model."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import trainer.rewards as R
+from tests.trainer_factories import correct_text, make_episode, tasks, wrong_text
+from trainer.datasets import reflection_dataset, with_system
+
+pytest_plugins = ["tests.trainer_factories"]  # the tiny_model fixture
+
+
+def test_doctests():
+    assert doctest.testmod(R).failed == 0
+
+
+def _columns(ds):
+    return dict(prompts=ds["prompt"], task=ds["task"], env=ds["env"], retry_message=ds["retry_message"])
+
+
+def test_environment_reward_and_metric():
+    t = tasks(2)
+    metrics = {}
+    r = R.EnvironmentReward()(prompts=[t[0].messages(), t[1].messages()], completions=[correct_text(t[0]), wrong_text(t[1])],
+                              task=[x.model_dump_json() for x in t], env=[x.env for x in t],
+                              log_metric=metrics.__setitem__)
+    assert r == [1.0, 0.0] and metrics == {"first_try_success": 0.5}
+
+
+def test_retry_reward_builds_the_invariant_prompt_and_scores():
+    t = tasks(2)
+    ds = reflection_dataset([make_episode(t[0]), make_episode(t[1])])
+    seen = []
+
+    def generate(chats):
+        seen.extend(chats)
+        return [correct_text(t[0]), wrong_text(t[1])]
+
+    metrics, extra = {}, {}
+    reward = R.RetryReward(generate=generate, format_weight=0.1)
+    out = reward(completions=[[{"role": "assistant", "content": "new reflection"}], "<answer>3</answer>"],
+                 log_metric=metrics.__setitem__, log_extra=extra.__setitem__, **_columns(ds))
+    assert out == pytest.approx([1.1, 0.0])  # second reflection leaks an answer tag: no format bonus
+    assert metrics == {"retry_success_rate": 0.5} and extra["retry"] == reward.last_retries
+    assert seen[0] == [*with_system(ds[0]["prompt"]), {"role": "assistant", "content": "new reflection"},
+                       ds[0]["retry_message"]]
+    with pytest.raises(ValueError, match="format_weight"):
+        R.RetryReward(format_weight=-1)
+    with pytest.raises(RuntimeError, match="bind"):
+        R.RetryReward()(completions=["x"], **_columns(ds.select([0])))
+
+
+def test_retry_reward_on_tiny_model_restores_train_mode(tiny_model):
+    model, tok = tiny_model
+    model.train()
+    model.activation_checkpointing_enable()
+    t = tasks(2)
+    ds = reflection_dataset([make_episode(t[0]), make_episode(t[1])])
+    reward = R.RetryReward(max_new_tokens=6).bind(model, tok)
+    out = reward(completions=["think again", "add carefully"], **_columns(ds))
+    assert out == [0.0, 0.0]  # a random model never answers correctly; scores are 0/1
+    assert model.training and model.is_activation_checkpointing
+    assert len(reward.last_retries) == 2
+    n_tokens = [len(tok(x, add_special_tokens=False)["input_ids"]) for x in reward.last_retries]
+    assert max(n_tokens) <= 8
+    model.activation_checkpointing_disable()

@@ -1,0 +1,179 @@
+"""Trainer configs: TRL's ``GRPOConfig`` / ``SFTConfig`` / ``DPOConfig`` plus only our fields.
+
+Defaults are for this CPU (measured, see DESIGN.md "Known pitfalls"): ``use_cpu=True, bf16=False``
+(bf16 autocast made a GRPO step ≈9× slower here), LoRA r=16 on q/k/v/o_proj with lr 1e-4, 4
+completions per optimizer step (``per_device_train_batch_size=4``, ``num_generations=4``: one prompt ×
+4 reflections), 64 new tokens, activation checkpointing off, cosine schedule, TensorBoard logs under
+``<output_dir>/runs`` (the output dir is ``<workspace>/runs/train-<id>/``).
+
+GPU defaults for real sizes (the R3 paper's settings) are :data:`GPU_OVERRIDES`, applied with
+``config_for(method, gpu=True, ...)``: KL ``beta=0.001``, ``lr=5e-7`` with full fine-tuning, cosine,
+``warmup_steps=0.03`` (a ratio), bf16, larger groups and lengths.
+
+    from trainer.config import config_for
+    cfg = config_for("grpo-reflection", output_dir="ws/runs/x", max_steps=10)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import DPOConfig, GRPOConfig, SFTConfig
+
+METHODS = ("grpo-reflection", "grpo", "sft", "dpo")
+
+# What the paper used at 1.5B–7B on H100s (PAPERS.md, R3); use with gpu=True.
+GPU_OVERRIDES: dict[str, Any] = {
+    "use_cpu": False,
+    "bf16": True,
+    "use_lora": False,
+    "learning_rate": 5e-7,
+    "lr_scheduler_type": "cosine",
+    "warmup_steps": 0.03,
+    "activation_checkpointing": True,
+}
+GPU_GRPO_OVERRIDES: dict[str, Any] = {
+    "beta": 0.001,
+    "num_generations": 8,
+    "per_device_train_batch_size": 32,
+    "max_completion_length": 512,
+    "retry_max_new_tokens": 512,
+}
+
+_COMMON_DEFAULTS: dict[str, Any] = dict(
+    use_cpu=True,
+    bf16=False,
+    learning_rate=1e-4,
+    lr_scheduler_type="cosine",
+    warmup_steps=0.03,
+    activation_checkpointing=False,
+    report_to=["tensorboard"],
+    logging_steps=1,
+    save_strategy="steps",
+    save_steps=10,
+    save_total_limit=2,
+    per_device_train_batch_size=4,
+    gradient_accumulation_steps=1,
+    dataloader_num_workers=0,
+    seed=0,
+)
+
+
+@dataclass
+class _OurFields:
+    """Fields every selfevolve config adds to TRL's (kept in one place; each config repeats the mixin)."""
+
+    base_model: str = field(default="default", metadata={"help": "'default' (embedded SmolLM2-135M) or a local HF dir."})
+    use_lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter (PEFT). False = full fine-tune."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scaling = alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        metadata={"help": "Module names that get LoRA adapters."},
+    )
+    env: str | None = field(default=None, metadata={"help": "Environment spec whose episodes to train on (None: all)."})
+
+
+def _check_ours(cfg: Any) -> None:
+    if cfg.use_lora and cfg.lora_r <= 0:
+        raise ValueError(f"lora_r must be > 0 with use_lora=True (got {cfg.lora_r}); or set use_lora=False")
+    if cfg.use_lora and not cfg.lora_target_modules:
+        raise ValueError("lora_target_modules is empty: name at least one module, e.g. ['q_proj', 'v_proj']")
+    if cfg.use_cpu and cfg.bf16:
+        raise ValueError("bf16=True with use_cpu=True is ~9x slower on this CPU: set bf16=False (or use_cpu=False)")
+    if not cfg.use_lora and cfg.learning_rate > 1e-5:
+        raise ValueError(
+            f"learning_rate={cfg.learning_rate} with a full fine-tune will wreck the model: use ~5e-7 "
+            "(the paper's value) or set use_lora=True"
+        )
+
+
+def _defaults(cls_fields: dict[str, Any]) -> dict[str, Any]:
+    return {**_COMMON_DEFAULTS, **cls_fields}
+
+
+@dataclass
+class ReflectionGRPOConfig(GRPOConfig, _OurFields):
+    """GRPO config for R3 (``grpo-reflection``) and the plain GRPO baseline (``grpo``)."""
+
+    retry_max_new_tokens: int = field(default=64, metadata={"help": "Token budget of the retry the reward generates."})
+    retry_format_weight: float = field(
+        default=0.0,
+        metadata={"help": "Weight of the reflection format bonus in the R3 reward (0 = the paper's bare 0/1)."},
+    )
+    retry_batch_size: int = field(default=16, metadata={"help": "Retries generated per batched generate call."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_ours(self)
+        if self.retry_max_new_tokens <= 0:
+            raise ValueError("retry_max_new_tokens must be > 0 (the saved GenerationConfig has none; it would stop at 20)")
+        if self.retry_format_weight < 0 or self.retry_format_weight >= 1:
+            raise ValueError(
+                f"retry_format_weight={self.retry_format_weight}: keep it in [0, 1) so a correct retry always "
+                "outweighs a well-formed reflection"
+            )
+
+
+@dataclass
+class SelfEvolveSFTConfig(SFTConfig, _OurFields):
+    """SFT config (STaR / rejection-sampling fine-tuning on successful trajectories)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_ours(self)
+
+
+@dataclass
+class SelfEvolveDPOConfig(DPOConfig, _OurFields):
+    """DPO config (successful vs failed reflections or answers of one task)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_ours(self)
+
+
+CONFIG_CLASSES: dict[str, type] = {
+    "grpo-reflection": ReflectionGRPOConfig,
+    "grpo": ReflectionGRPOConfig,
+    "sft": SelfEvolveSFTConfig,
+    "dpo": SelfEvolveDPOConfig,
+}
+
+_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "grpo-reflection": dict(num_generations=4, max_completion_length=64, beta=0.0),
+    "grpo": dict(num_generations=4, max_completion_length=64, beta=0.0),
+    "sft": dict(max_length=512, completion_only_loss=True),
+    "dpo": dict(max_length=512, beta=0.1),
+}
+
+
+def config_for(method: str, output_dir: str, gpu: bool = False, **overrides: Any):
+    """The config of ``method`` with our CPU defaults (or :data:`GPU_OVERRIDES`), then ``overrides``."""
+    if method not in CONFIG_CLASSES:
+        raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
+    kwargs = _defaults(_METHOD_DEFAULTS[method])
+    if gpu:
+        kwargs.update(GPU_OVERRIDES)
+        if method.startswith("grpo"):
+            kwargs.update(GPU_GRPO_OVERRIDES)
+    kwargs.update(overrides)
+    cls = CONFIG_CLASSES[method]
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ValueError(f"unknown config option(s) for {method}: {', '.join(unknown)}; see `{cls.__name__}` fields")
+    return cls(output_dir=output_dir, **kwargs)
+
+
+def lora_config(cfg: Any, model: Any = None):
+    """The PEFT LoraConfig our fields describe; None for a full fine-tune or when ``model`` already has
+    an adapter (a parent's adapter being trained further)."""
+    if not cfg.use_lora or getattr(model, "peft_config", None):
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")

@@ -1,0 +1,223 @@
+"""Training datasets from recorded episodes: pure functions ``list[Episode] -> datasets.Dataset``.
+
+Every builder returns TRL's *conversational* format (lists of ``{"role", "content"}`` messages), so
+TRL renders prompts with the tokenizer's chat template exactly like the agent does. Design decisions:
+
+- A prompt with no system message gets an empty one (:func:`with_system`), which is what
+  :func:`trainer.models.chat_prompt` does; without it SmolLM2's template would inject its default
+  system prompt and the trained prompt would differ from the served one.
+- Training needs the exact prompts the policy saw, so prompts are the recorded ``ModelCall.messages``,
+  never rebuilt from the task.
+- Columns the rewards need ride along (TRL passes extra dataset columns to reward functions as keyword
+  lists): ``task`` (the Task as JSON), ``env`` (its environment spec), ``retry_message`` (the recorded
+  retry instruction, see the invariant in :mod:`memory.records`), ``episode_id``.
+
+Builders: :func:`reflection_dataset` (R3 / GRPO on reflections), :func:`first_attempt_dataset` (plain
+GRPO), :func:`sft_dataset` and :func:`rationalize` (STaR), :func:`dpo_dataset` (preference pairs).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from datasets import Dataset
+
+from environments import Task, get_environment
+from memory.records import Episode
+
+Messages = list[dict[str, str]]
+
+
+def with_system(messages: Sequence[dict[str, str]]) -> Messages:
+    """Copy of ``messages`` that starts with a system turn (empty if there was none), as chat_prompt renders it.
+
+    >>> with_system([{"role": "user", "content": "hi"}])[0]
+    {'role': 'system', 'content': ''}
+    """
+    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if not msgs or msgs[0]["role"] != "system":
+        msgs.insert(0, {"role": "system", "content": ""})
+    return msgs
+
+
+def assistant(text: str) -> Messages:
+    return [{"role": "assistant", "content": text}]
+
+
+def _usable(ep: Episode, env: str | None) -> bool:
+    """Train only on training-split tasks: held-out (eval) episodes must never leak into the weights."""
+    return (
+        ep.error is None
+        and bool(ep.attempts)
+        and ep.task.split == "train"
+        and ep.metadata.get("purpose") != "eval"
+        and (env is None or ep.task.env == env or ep.env == env)
+    )
+
+
+def _from_rows(rows: list[dict], columns: Sequence[str]) -> Dataset:
+    if not rows:  # an empty Dataset still has the schema, so callers can check len() and the columns
+        return Dataset.from_dict({c: [] for c in columns})
+    return Dataset.from_list(rows)
+
+
+REFLECTION_COLUMNS = ("prompt", "task", "env", "retry_message", "episode_id", "recorded_reflection",
+                      "recorded_retry_success")
+
+
+def reflection_dataset(episodes: Sequence[Episode], env: str | None = None) -> Dataset:
+    """One row per episode whose first attempt failed, has a reflection and a recorded retry.
+
+    ``prompt`` is the recorded reflect input (the completion to learn IS the reflection);
+    ``retry_message`` is the retry instruction ``attempts[1].solve.messages[-1]``, so the retry prompt
+    for a new reflection ``r`` is ``prompt + [assistant: r] + [retry_message]`` (:func:`retry_messages`).
+    Episodes with no retry recorded are dropped: without it we do not know the retry instruction.
+    """
+    rows = []
+    for ep in episodes:
+        if not _usable(ep, env) or ep.first_success or len(ep.attempts) < 2:
+            continue
+        first, retry = ep.attempts[0], ep.attempts[1]
+        if first.reflect is None or not retry.solve.messages:
+            continue
+        rows.append({
+            "prompt": with_system(first.reflect.messages),
+            "task": ep.task.model_dump_json(),
+            "env": ep.task.env,
+            "retry_message": dict(retry.solve.messages[-1]),
+            "episode_id": ep.id,
+            "recorded_reflection": first.reflect.output,
+            "recorded_retry_success": retry.feedback.success,
+        })
+    return _from_rows(rows, REFLECTION_COLUMNS)
+
+
+def retry_messages(prompt: Messages, reflection: str, retry_message: dict[str, str]) -> Messages:
+    """The retry input for a new reflection, per the invariant of :mod:`memory.records`.
+
+    >>> retry_messages([{"role": "user", "content": "q"}], "r", {"role": "user", "content": "again"})[1:]
+    [{'role': 'assistant', 'content': 'r'}, {'role': 'user', 'content': 'again'}]
+    """
+    return [*prompt, {"role": "assistant", "content": reflection}, dict(retry_message)]
+
+
+FIRST_ATTEMPT_COLUMNS = ("prompt", "task", "env", "episode_id")
+
+
+def first_attempt_dataset(episodes: Sequence[Episode], env: str | None = None, unique_tasks: bool = True) -> Dataset:
+    """One row per episode (per task if ``unique_tasks``): the recorded first-attempt prompt."""
+    rows, seen = [], set()
+    for ep in episodes:
+        if not _usable(ep, env) or (unique_tasks and ep.task.id in seen):
+            continue
+        seen.add(ep.task.id)
+        rows.append({"prompt": with_system(ep.attempts[0].solve.messages), "task": ep.task.model_dump_json(),
+                     "env": ep.task.env, "episode_id": ep.id})
+    return _from_rows(rows, FIRST_ATTEMPT_COLUMNS)
+
+
+SFT_COLUMNS = ("prompt", "completion", "episode_id")
+
+
+def sft_dataset(episodes: Sequence[Episode], env: str | None = None) -> Dataset:
+    """Successful trajectories (STaR / rejection-sampling fine-tuning): the successful solve call.
+
+    The prompt is that call's recorded input (for a recovered episode it contains the failed attempt and
+    the reflection, so the model learns to use its reflection); the completion is its output.
+    """
+    rows = []
+    for ep in episodes:
+        if not _usable(ep, env) or not ep.success:
+            continue
+        call = ep.attempts[-1].solve
+        rows.append({"prompt": with_system(call.messages), "completion": assistant(call.output), "episode_id": ep.id})
+    return _from_rows(rows, SFT_COLUMNS)
+
+
+def default_hint(task: Task) -> str:
+    """A generic answer hint for STaR rationalisation built from the task's reference data."""
+    ref = {k: v for k, v in task.reference.items() if not k.startswith("_")}
+    return f"(Hint: the reference solution is {json.dumps(ref, default=str)}. Explain how to reach it.)"
+
+
+def rationalize(
+    episodes: Sequence[Episode],
+    generate: Callable[[list[Messages]], list[str]],
+    hint: Callable[[Task], str] = default_hint,
+    env: str | None = None,
+) -> Dataset:
+    """STaR rationalisation: retry failed tasks with the answer hinted; keep verified outputs WITHOUT the hint.
+
+    ``generate`` maps a batch of chats to one completion each (e.g. a wrapper around the policy).
+    Rows are in the :func:`sft_dataset` format: ``prompt`` is the original first-attempt prompt (no hint).
+    """
+    failed = [ep for ep in episodes if _usable(ep, env) and not ep.success]
+    hinted = []
+    for ep in failed:
+        msgs = with_system(ep.attempts[0].solve.messages)
+        last = msgs[-1]
+        msgs[-1] = {"role": last["role"], "content": f"{last['content']}\n\n{hint(ep.task)}"}
+        hinted.append(msgs)
+    outputs = generate(hinted) if hinted else []
+    if len(outputs) != len(hinted):
+        raise ValueError(f"generate returned {len(outputs)} completions for {len(hinted)} prompts")
+    rows = []
+    for ep, text in zip(failed, outputs, strict=True):
+        if get_environment(ep.task.env).verify(ep.task, text).success:
+            rows.append({"prompt": with_system(ep.attempts[0].solve.messages), "completion": assistant(text),
+                         "episode_id": ep.id})
+    return _from_rows(rows, SFT_COLUMNS)
+
+
+DPO_COLUMNS = ("prompt", "chosen", "rejected", "kind", "task_id", "episode_ids")
+
+
+def dpo_dataset(
+    episodes: Sequence[Episode], env: str | None = None, max_pairs_per_task: int = 4, strict_prompts: bool = False
+) -> Dataset:
+    """Preference pairs per task, in TRL's conversational format (``prompt``/``chosen``/``rejected``).
+
+    - ``kind="reflection"``: a first-attempt reflection whose retry succeeded vs one whose retry failed;
+    - ``kind="answer"``: a successful answer (first try, or the answer of a successful retry) vs a failed
+      first answer.
+    The prompt is the chosen side's recorded prompt. Recorded prompts of two episodes of one task may
+    differ (a different failed answer, retrieved hints); ``strict_prompts=True`` keeps only pairs whose
+    prompts are identical. At most ``max_pairs_per_task`` pairs of each kind per task.
+    """
+    by_task: dict[str, list[Episode]] = defaultdict(list)
+    for ep in episodes:
+        if _usable(ep, env):
+            by_task[ep.task.id].append(ep)
+    rows = []
+    for task_id, eps in by_task.items():
+        good_refl, bad_refl, good_ans, bad_ans = [], [], [], []
+        for ep in eps:
+            first = ep.attempts[0]
+            prompt0 = with_system(first.solve.messages)
+            if first.feedback.success:
+                good_ans.append((prompt0, first.solve.output, ep.id))
+                continue
+            bad_ans.append((prompt0, first.solve.output, ep.id))
+            if first.reflect is not None and len(ep.attempts) > 1:
+                side = good_refl if ep.attempts[1].feedback.success else bad_refl
+                side.append((with_system(first.reflect.messages), first.reflect.output, ep.id))
+                if ep.attempts[1].feedback.success:
+                    good_ans.append((prompt0, ep.attempts[1].solve.output, ep.id))
+        for kind, good, bad in (("reflection", good_refl, bad_refl), ("answer", good_ans, bad_ans)):
+            pairs = [(g, b) for g, b in itertools.product(good, bad) if not strict_prompts or g[0] == b[0]]
+            for g, b in pairs[:max_pairs_per_task]:
+                rows.append({"prompt": g[0], "chosen": assistant(g[1]), "rejected": assistant(b[1]), "kind": kind,
+                             "task_id": task_id, "episode_ids": [g[2], b[2]]})
+    return _from_rows(rows, DPO_COLUMNS)
+
+
+def episode_ids(dataset: Dataset) -> list[str]:
+    """Distinct episode ids a dataset was built from (recorded on the model version)."""
+    col = "episode_ids" if "episode_ids" in dataset.column_names else "episode_id"
+    ids: list[str] = []
+    for value in dataset[col] if len(dataset) else []:
+        ids.extend(value if isinstance(value, list) else [value])
+    return list(dict.fromkeys(ids))

@@ -1,0 +1,28 @@
+"""Plain GRPO on first attempts with the environment's reward: the baseline R3 is compared against.
+
+    selfevolve train --method grpo --env arithmetic --steps 20
+
+The prompt is the recorded first-attempt prompt, the completion is the answer, the reward is the
+task verifier's ``Feedback.reward`` (:class:`trainer.rewards.EnvironmentReward`). Stock TRL
+GRPOTrainer, nothing overridden.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets import Dataset
+from trl import GRPOTrainer
+
+from .config import ReflectionGRPOConfig, lora_config
+from .rewards import EnvironmentReward
+
+
+def build_trainer(model: Any, tokenizer: Any, dataset: Dataset, config: ReflectionGRPOConfig,
+                  callbacks: list | None = None, reward_funcs: list | None = None) -> GRPOTrainer:
+    """Stock GRPOTrainer; ``reward_funcs`` defaults to ``[EnvironmentReward()]``."""
+    missing = [c for c in ("prompt", "task", "env") if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"dataset lacks columns {missing}: build it with trainer.datasets.first_attempt_dataset")
+    return GRPOTrainer(model=model, reward_funcs=reward_funcs or [EnvironmentReward()], args=config, train_dataset=dataset,
+                       processing_class=tokenizer, peft_config=lora_config(config, model), callbacks=callbacks)

@@ -1,0 +1,57 @@
+"""R3 ("Reflect, Retry, Reward", arXiv 2505.24726) on TRL's GRPOTrainer: learn to write reflections
+that make the retry succeed.
+
+    selfevolve train --method grpo-reflection --env arithmetic --steps 20
+
+Design decisions
+- The dataset prompt is the recorded reflect input (task, failed attempt, feedback, "reflect"), so the
+  GRPO *completion is the reflection*: only reflection tokens are sampled by the trainer and only they
+  get gradient — no loss masking, no fork of TRL. The first answer is context; the retry answer is
+  generated inside the reward and never enters the loss (learn to reflect, not to memorise answers).
+- The reward (:class:`trainer.rewards.RetryReward`) builds the retry prompt per the invariant of
+  :mod:`memory.records`, generates the retry with the CURRENT policy (the LoRA weights being trained,
+  in eval mode under inference_mode), verifies it and returns 1/0. The only hook here binds the reward
+  to the live model after TRL has wrapped it with PEFT.
+- Zero-variance groups (all G retries succeed or all fail) get advantage exactly 0 and so no policy
+  gradient, as in DAPO. TRL keeps them in the batch (they dilute the token-normalised "dapo" loss and
+  cost the generation); its metric ``frac_reward_zero_std`` reports the share. We do not resample (DAPO's
+  dynamic sampling): the dataset already keeps only tasks whose first attempt failed (R3 step 1), and on
+  a 135M model the usual fix is a partial-credit term (``retry_format_weight``) or boundary-band tasks.
+- ``retry_success_rate`` (the share of retries that succeeded) is logged each step next to ``reward``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets import Dataset
+from trl import GRPOTrainer
+
+from .config import ReflectionGRPOConfig, lora_config
+from .rewards import RetryReward
+
+
+class ReflectionGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer whose reward generates the retry with the policy being trained."""
+
+    def __init__(self, *args: Any, retry_reward: RetryReward, **kwargs: Any) -> None:
+        if "reward_funcs" in kwargs:
+            raise TypeError("ReflectionGRPOTrainer sets reward_funcs itself: pass retry_reward= instead")
+        super().__init__(*args, reward_funcs=[retry_reward], **kwargs)
+        retry_reward.bind(self.accelerator.unwrap_model(self.model), self.processing_class)
+        self.retry_reward = retry_reward
+
+
+REQUIRED_COLUMNS = ("prompt", "task", "env", "retry_message")
+
+
+def build_trainer(model: Any, tokenizer: Any, dataset: Dataset, config: ReflectionGRPOConfig,
+                  callbacks: list | None = None, retry_reward: RetryReward | None = None) -> ReflectionGRPOTrainer:
+    """The R3 trainer; ``retry_reward`` defaults to a RetryReward configured from ``config``."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"reflection dataset lacks columns {missing}: build it with trainer.datasets.reflection_dataset")
+    reward = retry_reward or RetryReward(format_weight=config.retry_format_weight, max_new_tokens=config.retry_max_new_tokens,
+                         batch_size=config.retry_batch_size)
+    return ReflectionGRPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+                                 peft_config=lora_config(config, model), callbacks=callbacks, retry_reward=reward)
