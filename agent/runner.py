@@ -82,7 +82,12 @@ async def run_episodes(
     checkpointer: Any = None,
     metadata: dict[str, Any] | None = None,
 ) -> tuple[list[Episode], RunSummary]:
-    """Run one episode per task, at most ``concurrency`` at a time. Returns episodes in task order."""
+    """Run one episode per task, at most ``concurrency`` at a time. Returns episodes in task order.
+
+    ``seed`` gives every sampled model call its own seed (reproducible samples). The transformers
+    backend can only honour a per-request seed by running that request alone, so seeded sampling
+    gives up micro-batching: leave it ``None`` for throughput (greedy calls batch either way).
+    """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     graph = build_episode_graph(deps, checkpointer=checkpointer)

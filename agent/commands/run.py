@@ -30,7 +30,10 @@ def run_cmd(
     max_attempts: int = typer.Option(2, "--max-attempts", min=1, max=10, help="1 = no retry; 2 = reflect once and retry."),
     concurrency: int = typer.Option(16, "--concurrency", "-c", min=1, help="Episodes in flight (their calls are batched)."),
     split: str = typer.Option("train", "--split", help="train or eval tasks."),
-    seed: int | None = typer.Option(None, "--seed", help="Task/sampling seed (default: random, printed)."),
+    seed: int | None = typer.Option(None, "--seed", help="Which tasks (default: random, printed)."),
+    reproducible: bool = typer.Option(
+        False, "--reproducible", help="Seed every sampled call too (same samples again; slower: no batching of sampled calls)."
+    ),
     temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="Sampling temperature (0 = greedy)."),
     critique: bool = typer.Option(True, "--critique/--no-critique", help="Ask the model to judge its own answers."),
     retrieval: bool = typer.Option(True, "--retrieval/--no-retrieval", help="Show similar past successes."),
@@ -79,7 +82,7 @@ def run_cmd(
         run = Run(kind="run", env=environment.spec, model_version=policy.version,
                   config={"model": model, "seed": seed, "split": split, "feedback": feedback, **config.model_dump()})
         library.start_run(run)
-        summary = _run_with_progress(tasks, GraphDeps(policy, environment, config, library, feedback_source), concurrency, run.id, seed, as_json)
+        summary = _run_with_progress(tasks, GraphDeps(policy, environment, config, library, feedback_source), concurrency, run.id, seed if reproducible else None, as_json)
         library.finish_run(run.id, summary.to_dict())
     finally:
         library.close()
