@@ -1,0 +1,206 @@
+"""The daemon's configuration: one TOML file validated into pydantic models (unknown keys are errors).
+
+    selfevolve daemon --workspace ws --config docker/daemon.toml
+
+Every section forbids unknown keys, so a typo (``episodes_per_cyle``) fails at start with the TOML path
+of the offending key (``training.min_new_failures: Input should be greater than or equal to 1``) rather
+than being silently ignored. Environment and feedback specs are checked by building them, the model
+spec by parsing it, so the daemon never discovers a bad config after an hour of collecting.
+
+Plug-ins (documented in docs/daemon.md): ``model``, ``training.trainer`` and ``embedder`` accept
+``python:<module>:<factory>``, resolved by :func:`load_plugin`. Tests use them to run the real loop
+with a scripted policy, a fake trainer and a hashing embedder in seconds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.graph import EpisodeConfig
+
+PLUGIN_PREFIX = "python:"
+
+
+class ConfigError(ValueError):
+    """A daemon config that cannot be used; the message names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EnvEntry(_Section):
+    spec: str = Field(description="Environment spec, e.g. 'arithmetic:digits=2'.")
+    weight: float = Field(default=1.0, gt=0, description="Relative share of collection (times the curriculum's).")
+
+    @field_validator("spec")
+    @classmethod
+    def _buildable(cls, v: str) -> str:
+        from environments import get_environment
+
+        try:
+            get_environment(v)
+        except (KeyError, ValueError) as e:
+            raise ValueError(str(e).strip("'\"")) from None
+        return v
+
+
+class CurriculumConfig(_Section):
+    enabled: bool = Field(default=True, description="HS-STaR boundary sampling; false = uniform over envs.")
+    window: int = Field(default=200, ge=1, description="Recent episodes per environment used to estimate success rates.")
+    min_samples: int = Field(default=4, ge=1, description="Below this many episodes a level counts as unexplored.")
+    explore_weight: float = Field(default=0.25, gt=0, le=1, description="Weight of an unexplored level (0.25 = max p(1-p)).")
+    floor: float = Field(default=0.02, ge=0, le=0.25, description="Minimum weight of an explored level (always/never solved).")
+    oversample: int = Field(default=4, ge=1, le=20, description="Candidate tasks drawn per slot before weighting by level.")
+
+
+class TrainingConfig(_Section):
+    enabled: bool = True
+    method: Literal["grpo-reflection", "grpo", "sft", "dpo"] = "grpo-reflection"
+    steps: int = Field(default=4, ge=1, description="Optimizer steps per training.")
+    min_new_failures: int = Field(default=8, ge=1, description="Failed first attempts since the last training needed to train.")
+    env: str | None = Field(default=None, description="Train on one env spec's episodes only (default: all).")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Trainer config overrides (trainer/config.py fields).")
+    trainer: str | None = Field(default=None, description="python:<module>:<factory> replacing trainer.train.train (tests).")
+
+
+class GateConfig(_Section):
+    eval_size: int = Field(default=32, ge=1, description="Held-out tasks (split across envs) both versions are scored on.")
+    eval_seed: int = Field(default=0, description="Seed of the held-out task list: the same list every cycle.")
+    margin: float = Field(default=0.0, ge=0, lt=1, description="Required accuracy gain (0 = strictly better).")
+    primary: Literal["first", "final"] = "final"
+    max_attempts: int = Field(default=2, ge=1, le=10)
+    max_tokens: int = Field(default=128, ge=1)
+
+
+class MonitorConfig(_Section):
+    tasks: int = Field(default=4, ge=0, description="Tasks probed per cycle for pass@k (0 = off).")
+    k: int = Field(default=4, ge=1, le=64, description="Samples per probed task.")
+    target_distinct: int = Field(default=2, ge=1, description="n* of B-STaR's balance score.")
+    temperature: float = Field(default=0.9, gt=0, le=2)
+
+
+class TripwireConfig(_Section):
+    enabled: bool = True
+    window: int = Field(default=3, ge=2, description="Training cycles compared for reward-up/accuracy-down.")
+    min_reward_rise: float = Field(default=0.05, ge=0)
+    min_accuracy_drop: float = Field(default=0.05, ge=0)
+    kl_factor: float = Field(default=5.0, gt=1, description="KL jump: last KL above factor x median of earlier ones...")
+    kl_min: float = Field(default=0.05, ge=0, description="...and above this absolute value.")
+
+
+class BudgetConfig(_Section):
+    wall_time_s: float | None = Field(default=None, gt=0, description="Total daemon running time, over restarts.")
+    episodes: int | None = Field(default=None, ge=1, description="Episodes collected by the daemon.")
+    training_steps: int | None = Field(default=None, ge=1)
+    cycles: int | None = Field(default=None, ge=1)
+    disk_mb: float | None = Field(default=None, gt=0, description="Workspace size above which training is refused.")
+
+
+class DaemonConfig(_Section):
+    model: str = Field(default="default", description="Model spec, or python:<module>:<factory> (a Policy factory).")
+    feedback: str = Field(default="verifier", description="verifier | majority[:k=..] | rubric | critique")
+    embedder: str = Field(default="default", description="'default' (MiniLM) or python:<module>:<factory>.")
+    environments: list[EnvEntry] = Field(min_length=1)
+    episodes_per_cycle: int = Field(default=16, ge=1)
+    concurrency: int = Field(default=8, ge=1)
+    chunk: int = Field(default=0, ge=0, description="Episodes per stop check while collecting (0 = concurrency).")
+    seed: int = 0
+    sleep_s: float = Field(default=0.0, ge=0, description="Pause between cycles.")
+    tensorboard: bool = True
+    episode: EpisodeConfig = Field(default_factory=EpisodeConfig)
+    curriculum: CurriculumConfig = Field(default_factory=CurriculumConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    monitors: MonitorConfig = Field(default_factory=MonitorConfig)
+    tripwires: TripwireConfig = Field(default_factory=TripwireConfig)
+    budgets: BudgetConfig = Field(default_factory=BudgetConfig)
+
+    @field_validator("model")
+    @classmethod
+    def _model_spec(cls, v: str) -> str:
+        if v.startswith(PLUGIN_PREFIX):
+            _split_plugin(v)
+            return v
+        from agent.policy.base import parse_model_spec
+
+        parse_model_spec(v)
+        return v
+
+    @field_validator("embedder")
+    @classmethod
+    def _embedder(cls, v: str) -> str:
+        if v != "default":
+            _split_plugin(v)
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> DaemonConfig:
+        from agent.feedback import make_feedback_source
+        from environments import get_environment
+
+        env = get_environment(self.environments[0].spec)
+        make_feedback_source(self.feedback, env)  # raises ValueError naming the fix
+        specs = [e.spec for e in self.environments]
+        if len(set(specs)) != len(specs):
+            raise ValueError(f"environments lists a spec twice: {specs}")
+        if self.training.trainer is not None:
+            _split_plugin(self.training.trainer)
+        return self
+
+    @property
+    def collect_chunk(self) -> int:
+        return self.chunk or self.concurrency
+
+
+def _split_plugin(spec: str) -> tuple[str, str]:
+    body = spec.removeprefix(PLUGIN_PREFIX)
+    module, sep, attr = body.rpartition(":")
+    if not spec.startswith(PLUGIN_PREFIX) or not sep or not module or not attr:
+        raise ValueError(f"bad plug-in spec {spec!r}: expected python:<module>:<factory>, e.g. python:tests.daemon_scripted:policy")
+    return module, attr
+
+
+def load_plugin(spec: str) -> Any:
+    """The object named by ``python:<module>:<attr>`` (imported now; ImportError names the module)."""
+    module, attr = _split_plugin(spec)
+    mod = importlib.import_module(module)
+    try:
+        return getattr(mod, attr)
+    except AttributeError:
+        raise ConfigError(f"plug-in {spec!r}: module {module!r} has no attribute {attr!r}") from None
+
+
+def format_validation_error(e: ValidationError, source: str) -> str:
+    lines = [f"invalid daemon config {source}:"]
+    for err in e.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see docs/daemon.md for the schema)"
+        lines.append(f"  {path}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>") -> DaemonConfig:
+    try:
+        return DaemonConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    """Read and validate a TOML config; ConfigError (naming the key) if it is wrong."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"daemon config {path} does not exist (see docker/daemon.toml for an example)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"daemon config {path} is not valid TOML: {e}") from None
+    return parse_config(data, str(path))
