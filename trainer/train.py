@@ -99,7 +99,8 @@ def _unfinished_run(workspace: Path, lib: Any, method: str) -> Path | None:
 def _summarise(log_history: list[dict], n_rows: int, seconds: float) -> dict[str, float]:
     metrics: dict[str, float] = {"train_rows": n_rows, "train_seconds": round(seconds, 1)}
     steps = [h for h in log_history if "loss" in h]
-    for key in ("reward", "retry_success_rate", "first_try_success", "loss", "rewards/accuracies"):
+    # "kl" is logged by TRL's GRPO when beta > 0; the daemon's collapse tripwire reads train/kl_*.
+    for key in ("reward", "retry_success_rate", "first_try_success", "loss", "rewards/accuracies", "kl"):
         values = [h[key] for h in steps if key in h]
         if values:
             metrics[f"train/{key}_mean"] = sum(values) / len(values)

@@ -1,0 +1,69 @@
+"""Policy backends behind one async interface, and :func:`load_policy` to build one from a spec string.
+
+    from agent.policy import SamplingParams, load_policy
+    policy = load_policy("default")                     # embedded SmolLM2-135M-Instruct (transformers)
+    policy = load_policy("hf:/models/my-sft", adapter_path="runs/v3/adapter", version="v3")
+    policy = load_policy("openai:http://localhost:8000/v1#Qwen/Qwen2.5-1.5B-Instruct", max_tries=5)
+    completions = await policy.generate([[{"role": "user", "content": "What is 2+3?"}]], SamplingParams())
+    await policy.aclose()
+
+Backends import their heavy dependencies (torch, httpx, vllm) only when built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.policy.base import (
+    Chat,
+    Completion,
+    FinishReason,
+    ModelSpec,
+    Policy,
+    SamplingParams,
+    parse_model_spec,
+)
+from agent.policy.batcher import BatcherClosedError, MicroBatcher
+
+__all__ = [
+    "BatcherClosedError",
+    "Chat",
+    "Completion",
+    "FinishReason",
+    "MicroBatcher",
+    "ModelSpec",
+    "Policy",
+    "SamplingParams",
+    "load_policy",
+    "parse_model_spec",
+]
+
+
+def load_policy(spec: str, adapter_path: str | None = None, version: str = "base", **opts: Any) -> Policy:
+    """Build the policy named by ``spec`` (see :class:`ModelSpec` for the forms), serving ``version``.
+
+    ``adapter_path`` is a PEFT LoRA adapter dir (transformers, vllm) or, for openai, marks ``version``
+    as a served adapter name (see :mod:`agent.policy.openai_backend`). ``opts`` go to the backend's
+    constructor (e.g. ``window_ms``, ``max_batch_size``; ``timeout_s``, ``max_tries``).
+
+    Raises ValueError for a malformed spec (listing the accepted forms), ``ModelNotFoundError`` for a
+    local model dir that does not exist, ImportError (with the pip command) for a missing extra.
+    """
+    parsed = parse_model_spec(spec)
+    if parsed.backend == "openai":
+        from agent.policy.openai_backend import OpenAIPolicy
+
+        policy: Policy = OpenAIPolicy(parsed.path, parsed.model or "", version=version, **opts)
+        if adapter_path is not None:
+            policy.set_adapter(version, adapter_path)
+        return policy
+    if parsed.backend == "vllm":
+        from agent.policy.vllm_backend import VLLMPolicy
+
+        return VLLMPolicy(parsed.path, adapter_path=adapter_path, version=version, **opts)
+    from trainer.models import resolve_model_path
+
+    resolve_model_path(parsed.path)  # fail fast with a clear error before importing torch
+    from agent.policy.transformers_backend import TransformersPolicy
+
+    return TransformersPolicy(parsed.path, adapter_path=adapter_path, version=version, **opts)
