@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 out = Console()
@@ -36,5 +37,5 @@ def print_json(obj: Any) -> None:
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error (what went wrong and what to do) and exit."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
