@@ -8,6 +8,7 @@ Adapters apply only to the base they were trained on (transformers or vLLM backe
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from agent.policy.base import Policy, parse_model_spec
@@ -16,9 +17,10 @@ log = logging.getLogger(__name__)
 
 
 def open_library(workspace: Path, chroma_url: str | None = None):
+    """The workspace's library; the index is a shared Chroma server if ``$SELFEVOLVE_CHROMA_URL`` is set."""
     from memory import ExperienceLibrary
 
-    return ExperienceLibrary(workspace, chroma_url=chroma_url) if chroma_url else ExperienceLibrary(workspace)
+    return ExperienceLibrary(workspace, chroma_url=chroma_url or os.environ.get("SELFEVOLVE_CHROMA_URL") or None)
 
 
 def serving_policy(model_spec: str, library, version: str | None = None, **options) -> Policy:

@@ -5,13 +5,12 @@ Each benchmark owns the text between ``<!-- bench:NAME -->`` and ``<!-- /bench:N
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 import subprocess
 import time
 from pathlib import Path
-
-import os
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = "# Benchmarks\n\nEach section is rewritten by the script named in it; numbers are from one run on the machine described.\n"

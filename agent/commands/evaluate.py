@@ -18,7 +18,15 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from agent.commands.common import JsonOption, WorkspaceOption, console, fail, out, print_json, resolve_workspace
+from agent.commands.common import (
+    JsonOption,
+    WorkspaceOption,
+    console,
+    fail,
+    out,
+    print_json,
+    resolve_workspace,
+)
 
 
 def register(app: typer.Typer) -> None:
