@@ -117,6 +117,12 @@ def main() -> None:
 | raw batched `model.generate`, same prompts by phase | — | {r_tps:.1f} | 1.00 | |
 | episode graph, concurrency {args.episodes} (micro-batched) | {g_eps:.2f} | {g_tps:.1f} | **{ratio:.2f}× raw** | ≥ 0.9× {"✅" if ratio >= 0.9 else "❌"} |
 | episode graph, sequential ({args.sequential} episodes) | {seq_eps:.3f} | {seq.completion_tokens / seq.seconds:.1f} | **{speedup:.1f}× faster concurrent** | ≥ 5× {"✅" if speedup >= 5 else "❌"} |
+
+The sequential ratio cannot exceed what batching buys raw `model.generate` on the machine: on these
+2 CPU cores a 135M model in fp32 is compute-bound, and raw batched decoding is only ≈2–3× faster than
+batch 1 (see the generate section: 23 → 68 tok/s from batch 1 to 32), and a static batch runs until its
+longest member stops. The graph itself adds no measurable overhead over raw (first row vs second). The
+≥5× target needs hardware where batching is nearly free (a GPU; none was lent for this measurement).
 """
     print(body)
     if not args.no_write:
