@@ -11,7 +11,9 @@ progress bar from the trainer's callback and prints results.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -72,7 +74,9 @@ def train_command(
                 desc = method + "".join(f" {k}={v:.3g}" for k, v in shown.items())
                 bar.update(task, completed=step, total=total or steps, description=desc)
 
-            mv = train(lib, method, steps=steps, env=env, overrides=overrides, progress=progress, resume=resume)
+            # TRL/transformers print their log dicts to stdout: keep stdout for our result (--json).
+            with contextlib.redirect_stdout(sys.stderr):
+                mv = train(lib, method, steps=steps, env=env, overrides=overrides, progress=progress, resume=resume)
     except (NotEnoughDataError, FileNotFoundError, ValueError) as e:
         fail(str(e))
     finally:
