@@ -6,8 +6,10 @@ environment's programmatic verifier. The self-reward sources here:
 
 - ``majority`` — SRT (arXiv 2505.21444): sample ``k`` more answers to the same prompt, the most common
   parsed answer is the pseudo-label, reward 1 if this attempt agrees. Online filter: when the label's
-  share of the votes is below ``threshold`` (0.6, the paper's), the feedback is reward 0 / failure and
-  its message starts with :data:`UNRELIABLE`, so training can skip it (:func:`is_unreliable`).
+  share of the votes is below ``threshold`` (0.6, the paper's), the feedback is reward 0 / failure with
+  ``Feedback.reliable=False`` (the truth the trainer's datasets skip on; the model-facing message also
+  starts with :data:`UNRELIABLE`). ``Feedback.label`` carries the normalised pseudo-label, so the trainer
+  can reward agreement with it instead of peeking at the hidden verifier.
 - ``rubric`` — arXiv 2509.25534: the policy grades its own response against each item of
   ``task.reference["rubric"]`` (MET / NOT MET, one batched call); reward Σ met·points / Σ max(0, points).
 - ``critique`` — the policy's own ``VERDICT: CORRECT/INCORRECT`` on its answer.
@@ -34,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent import prompts
 from agent.graph import FeedbackSource, GraphDeps
 from agent.policy.base import Policy, SamplingParams
-from environments import Environment, Feedback, Task, parse_spec
+from environments import Environment, Feedback, Task, normalize_answer, parse_spec
 from environments.open_ended import rubric_score
 
 __all__ = [
@@ -70,20 +72,6 @@ _GRADE = re.compile(r"\b(NOT\s+MET|UNMET|MET)\b", re.IGNORECASE)
 # ----- pure helpers -----
 
 
-def normalize_answer(answer: str) -> str:
-    """The form answers are compared in for a vote: case, spacing, a trailing period and thousands commas.
-
-    >>> normalize_answer("  1,024. ")
-    '1024'
-    >>> normalize_answer("Paris") == normalize_answer("paris.")
-    True
-    """
-    text = " ".join(answer.split()).lower().rstrip(".")
-    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", text):
-        text = text.replace(",", "")
-    return text
-
-
 def majority_label(answers: Sequence[str]) -> tuple[str, float]:
     """The most common answer and its share of the votes; ties go to the answer seen first.
 
@@ -112,8 +100,8 @@ def parse_grade(text: str) -> bool | None:
 
 
 def is_unreliable(feedback: Feedback) -> bool:
-    """True for majority feedback the online filter marked as unreliable (train on it at your peril)."""
-    return feedback.message.startswith(UNRELIABLE)
+    """True for feedback a self-reward source marked as too uncertain to train on (``Feedback.reliable``)."""
+    return not feedback.reliable
 
 
 def ground_truth(env: Environment, task: Task, output: str) -> Feedback | None:
@@ -204,7 +192,7 @@ class MajorityFeedback:
         found = await self._label(task, answer, deps)
         if found is None:
             msg = f"{UNRELIABLE} None of the reference samples gave a parseable answer, so there is no label."
-            return Feedback.failure(msg, answer=raw), truth
+            return Feedback.failure(msg, answer=raw, reliable=False), truth
         label, votes, cast = found
         share = votes / cast
         named = f" ({label!r})" if self.options.reveal_majority else ""
@@ -213,11 +201,12 @@ class MajorityFeedback:
                 f"{UNRELIABLE} Your answers to this task disagree: the most common one{named} got only "
                 f"{votes} of {cast} votes, so your answer could not be judged. Work the problem through carefully."
             )
-            return Feedback.failure(msg, answer=raw), truth
+            return Feedback.failure(msg, answer=raw, reliable=False, label=label), truth
         if answer == label:
-            return Feedback.correct(raw, f"Your answer agrees with most of your attempts ({votes} of {cast})."), truth
+            agree = f"Your answer agrees with most of your attempts ({votes} of {cast})."
+            return Feedback.correct(raw, agree, label=label), truth
         msg = f"Your answer disagrees with most of your attempts ({votes} of {cast} gave another answer{named})."
-        return Feedback.failure(msg, answer=raw), truth
+        return Feedback.failure(msg, answer=raw, label=label), truth
 
 
 class RubricFeedback:

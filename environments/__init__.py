@@ -8,7 +8,7 @@
 See docs/environments.md for writing a new one.
 """
 
-from .base import SPLITS, EnvConfig, Environment, Feedback, Message, Split, Task
+from .base import SPLITS, EnvConfig, Environment, Feedback, Message, Split, Task, normalize_answer
 from .registry import (
     ENTRY_POINT_GROUP,
     get_environment,
@@ -32,6 +32,7 @@ __all__ = [
     "Task",
     "get_environment",
     "list_environments",
+    "normalize_answer",
     "parse_spec",
     "register_environment",
     "reload_entry_points",

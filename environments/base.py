@@ -59,6 +59,21 @@ class Task(BaseModel):
         return [m.model_dump() for m in self.prompt]
 
 
+def normalize_answer(answer: str) -> str:
+    """The form answers are compared in against a pseudo-label (majority vote, trainer rewards): case,
+    spacing, a trailing period and thousands commas.
+
+    >>> normalize_answer("  1,024. ")
+    '1024'
+    >>> normalize_answer("Paris") == normalize_answer("paris.")
+    True
+    """
+    text = " ".join(answer.split()).lower().rstrip(".")
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", text):
+        text = text.replace(",", "")
+    return text
+
+
 class Feedback(BaseModel):
     """The verdict on one answer. ``message`` is written for the model to read."""
 
@@ -68,14 +83,22 @@ class Feedback(BaseModel):
     success: bool
     message: str
     answer: str | None = Field(default=None, description="The answer as extracted from the model's text.")
+    reliable: bool = Field(
+        default=True, description="False when a self-reward pseudo-label is too uncertain to train on."
+    )
+    label: str | None = Field(
+        default=None,
+        description="The pseudo-label a self-reward source judged against (majority: the normalised majority "
+        "answer); None for the verifier and for sources without one (rubric, critique).",
+    )
 
     @classmethod
-    def failure(cls, message: str, answer: str | None = None, reward: float = 0.0) -> Feedback:
-        return cls(reward=reward, success=False, message=message, answer=answer)
+    def failure(cls, message: str, answer: str | None = None, reward: float = 0.0, **fields: Any) -> Feedback:
+        return cls(reward=reward, success=False, message=message, answer=answer, **fields)
 
     @classmethod
-    def correct(cls, answer: str, message: str = "Correct.") -> Feedback:
-        return cls(reward=1.0, success=True, message=message, answer=answer)
+    def correct(cls, answer: str, message: str = "Correct.", **fields: Any) -> Feedback:
+        return cls(reward=1.0, success=True, message=message, answer=answer, **fields)
 
 
 class EnvConfig(BaseModel):

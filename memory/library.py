@@ -284,6 +284,38 @@ class ExperienceLibrary:
         status = "in sync" if behind_total == 0 else f"behind by {behind_total}"
         return {"location": self.index.location, "status": status, "behind": behind_total, "envs": envs}
 
+    def self_reward_agreement(self, env: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+        """The generation–verification gap: ``{feedback_source: {model_version: row}}`` over attempts that
+        carry a hidden ground truth (self-reward sources record one when the environment has a verifier).
+
+        ``row``: ``attempts`` (with ground truth), ``agreement`` (share where ``feedback.success`` equals
+        ``ground_truth.success``), ``false_positive_rate`` (share the self-reward called a success that the
+        verifier failed — SRT's reward hacking), ``mean_self_reward`` and ``mean_true_reward``. Sources or
+        versions with no ground truth are left out; empty dict when there is none.
+        """
+        sums: dict[str, dict[str, list[float]]] = {}
+        for source in self.store.feedback_sources(env=env):
+            if source == "verifier":
+                continue
+            for ep in self.store.iter_episodes(env=env, feedback_source=source):
+                for a in ep.attempts:
+                    if a.ground_truth is None:
+                        continue
+                    row = sums.setdefault(source, {}).setdefault(ep.model_version, [0, 0, 0, 0.0, 0.0])
+                    row[0] += 1
+                    row[1] += a.feedback.success == a.ground_truth.success
+                    row[2] += a.feedback.success and not a.ground_truth.success
+                    row[3] += a.feedback.reward
+                    row[4] += a.ground_truth.reward
+        return {
+            source: {
+                version: {"attempts": int(n), "agreement": agree / n, "false_positive_rate": fp / n,
+                          "mean_self_reward": r_self / n, "mean_true_reward": r_true / n}
+                for version, (n, agree, fp, r_self, r_true) in by_version.items()
+            }
+            for source, by_version in sums.items()
+        }
+
     def stats(self, env: str | None = None) -> dict[str, Any]:
         by_env = self.store.aggregate("env", env=env)
         n = sum(v["episodes"] for v in by_env.values())
@@ -297,7 +329,7 @@ class ExperienceLibrary:
             "recovered": sum(v["recovered"] for v in by_env.values()),
             "tokens": sum(v["tokens"] for v in by_env.values()),
             "envs": by_env, "model_versions": self.store.aggregate("model_version", env=env), "index": index,
-            "runs": len(self.store.list_runs()),
+            "runs": len(self.store.list_runs()), "self_reward": self.self_reward_agreement(env=env),
         }
 
     def export(

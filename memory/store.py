@@ -43,11 +43,13 @@ def where_clause(
     model_version: str | None = None,
     run_id: str | None = None,
     since: float | None = None,
+    feedback_source: str | None = None,
 ) -> tuple[str, list[Any]]:
     """SQL ``WHERE`` text (possibly empty) and its parameters for the episode filters."""
     parts: list[str] = []
     params: list[Any] = []
-    for column, value in (("env", env), ("model_version", model_version), ("run_id", run_id)):
+    for column, value in (("env", env), ("model_version", model_version), ("run_id", run_id),
+                          ("feedback_source", feedback_source)):
         if value is not None:
             parts.append(f"{column} = ?")
             params.append(value)
@@ -275,6 +277,13 @@ class Store:
                 f"SELECT env, count(*), sum(indexed) FROM episodes{sql} GROUP BY env", params
             ).fetchall()
         return {env: (int(n), int(k or 0)) for env, n, k in rows}
+
+    def feedback_sources(self, env: str | None = None) -> list[str]:
+        """Distinct ``feedback_source`` values of the stored episodes (sorted)."""
+        sql, params = where_clause(env=env)
+        with self._lock:
+            rows = self.db.execute(f"SELECT DISTINCT feedback_source FROM episodes{sql}", params).fetchall()
+        return sorted(r[0] for r in rows if r[0] is not None)
 
     def aggregate(self, group_by: str, env: str | None = None) -> dict[str, dict[str, Any]]:
         """Counts and accuracies grouped by ``env`` or ``model_version``."""

@@ -78,6 +78,43 @@ def policy(version: str = "base", adapter_path: str | None = None) -> DaemonScri
     return DaemonScriptedPolicy(version, adapter_path)
 
 
+COLLAPSE = {0: (1, 0), 1: (2, 1), 2: (1, 3), 3: (0, 4)}
+"""Version number -> (levels solved, levels collapsed) of :class:`CollapsingPolicy` (4 levels = all tasks)."""
+
+
+class CollapsingPolicy(DaemonScriptedPolicy):
+    """A planted SRT collapse: each training makes the policy answer a constant on more tasks.
+
+    A task's level is ``hash(question) % 4``. Version N solves levels below ``solved`` (every sample right,
+    so the majority vote agrees), answers ``0`` on the top ``collapsed`` levels (every sample the same:
+    the majority self-reward is 1.0, the verifier says wrong), and on the rest gives a different answer per
+    sample (the vote splits: an unreliable label, reward 0). v1 is better than base on held-out tasks (the
+    gate promotes it), later versions collapse: self-reward rises towards 1.0 while accuracy falls.
+    """
+
+    def _answer(self, node: str, chat: Chat, sample: int) -> str:
+        if node in ("critique", "reflect"):
+            return super()._answer(node, chat, sample)
+        question = next(m["content"] for m in chat if m["role"] == "user")
+        matches = list(_Q.finditer(question))  # the last one: memory hints (solved examples) come first
+        if not matches:
+            return "<answer>0</answer>"
+        match = matches[-1]
+        value = eval(match.group(1), {"__builtins__": {}})  # digits and + - * only (the regex)
+        m = re.match(r"v(\d+)-", self.version)
+        solved, collapsed = COLLAPSE[min(int(m.group(1)) if m else 0, 3)]
+        level = _h(match.group(1)) % 4
+        if level < solved:
+            return f"<answer>{value}</answer>"
+        if level >= 4 - collapsed:
+            return "<answer>0</answer>"
+        return f"<answer>{value + 1 + sample}</answer>"
+
+
+def collapsing_policy(version: str = "base", adapter_path: str | None = None) -> CollapsingPolicy:
+    return CollapsingPolicy(version, adapter_path)
+
+
 class HashEmbedder:
     """Deterministic bag-of-words vectors: no model load (for tests only)."""
 

@@ -36,8 +36,13 @@ def make_episode(
     run_id: str | None = None,
     episode_id: str | None = None,
     created_at: float | None = None,
+    feedback_source: str = "verifier",
+    truth: list[bool] | None = None,
 ) -> Episode:
-    """Episode ``i``: one attempt if ``first_success``, else a failed attempt, a reflection and a retry."""
+    """Episode ``i``: one attempt if ``first_success``, else a failed attempt, a reflection and a retry.
+
+    ``truth`` gives the hidden verifier's verdict per attempt (``Attempt.ground_truth``), as a self-reward
+    ``feedback_source`` records it."""
     success = first_success if success is None else success
     question = TOPICS[topic].format(a=10 + i, b=20 + 2 * i)
     task = Task(
@@ -62,9 +67,12 @@ def make_episode(
         retry_msgs = msgs + [{"role": "assistant", "content": reflection}, {"role": "user", "content": "Try again."}]
         attempts.append(Attempt(index=1, solve=call("retry", "<answer>42</answer>", retry_msgs),
                                 answer="42" if success else "40", feedback=fb(success)))
+    for attempt, ok in zip(attempts, truth or [], strict=False):  # hidden verifier verdicts (self-reward)
+        attempt.ground_truth = fb(ok)
     return Episode(
         id=episode_id or f"ep-{env.replace(':', '_')}-{topic}-{i}", run_id=run_id, env=env, task=task,
         model_version=model_version, attempts=attempts, created_at=created_at or time.time() + i * 1e-3,
+        feedback_source=feedback_source,
     )
 
 

@@ -117,6 +117,42 @@ def test_tripwire_rolls_back_and_halts_training(tmp_path, monkeypatch):
     assert state["serving_version"] == "base"  # v0001 (promoted, in the window) rolled back
 
 
+def test_planted_srt_collapse_under_majority_feedback_trips_and_rolls_back(tmp_path):
+    """The issue's acceptance test: with ``feedback = "majority"`` each training makes the scripted policy
+    answer a constant on more tasks (tests.daemon_scripted.CollapsingPolicy). Its majority self-reward
+    rises towards 1.0 while held-out verifier accuracy falls; the fake trainer reports a flat reward (as
+    SFT reports none), so only the collected self-reward can show the divergence."""
+    cfg = scripted_config(model="python:tests.daemon_scripted:collapsing_policy", feedback="majority",
+                          training={"min_new_failures": 1}, curriculum={"enabled": False}, budgets={"cycles": 5})
+    assert run(tmp_path, cfg) == "budget: cycles 5 >= 5"
+    state = control.read_state(tmp_path)
+    rewards = [h["collected"]["self_reward"] for h in state["history"]]
+    truth = [h["collected"]["true_first_try_accuracy"] for h in state["history"]]
+    assert rewards[1] > rewards[0] + 0.2 and truth[1] < rewards[1]  # the gap opens once v1 serves
+    hist = state["training_history"]
+    assert [h["version"] for h in hist] == ["v0001-sft", "v0002-sft", "v0003-sft"]
+    assert hist[0]["heldout_accuracy"] > hist[1]["heldout_accuracy"] > hist[2]["heldout_accuracy"]
+    assert {h["train_reward"] for h in hist} == {0.5}  # the trainer's own reward shows nothing
+    halted = state["training_halted"]
+    assert halted and halted.startswith("self-reward of collected episodes") and "collapse" in halted
+    assert state["totals"]["trainings"] == 3  # no training after the trip
+    assert "training halted by tripwire" in state["history"][-1]["training"]["skipped"]
+    assert state["last_gate"]["tripwire"] == halted and not state["last_gate"]["promote"]
+    assert state["serving_version"] == "base"  # v0001 was promoted, then rolled back with the window
+    from memory.library import ExperienceLibrary
+    from tests.daemon_scripted import HashEmbedder
+
+    with ExperienceLibrary(tmp_path, embedder=HashEmbedder()) as lib:
+        versions = {v.id: v.status for v in lib.list_model_versions()}
+        assert lib.serving_version().id == "base" and versions["v0003-sft"] == "rejected"
+        assert versions["v0001-sft"] != "promoted"
+        gap = lib.self_reward_agreement()["majority"]
+        assert gap["v0001-sft"]["false_positive_rate"] > gap["base"]["false_positive_rate"]
+    events = [json.loads(line) for line in control.log_path(tmp_path).read_text().splitlines()]
+    [trip] = [e for e in events if e["event"] == "tripwire"]
+    assert trip["rolled_back"] == ["v0001-sft"]
+
+
 def scripted_outcome(acc):
     from trainer.gate import TaskOutcome
 

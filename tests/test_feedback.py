@@ -83,7 +83,8 @@ async def test_majority_disagreement_keeps_label_hidden_unless_asked(arith, task
     v, w = task.reference["value"], task.reference["value"] + 1
     rule = [tag(w), tag(w), tag(w), tag(v)]
     fb, truth = await MajorityFeedback().score(task, tag(v), deps_for(ScriptedPolicy(replies(*rule)), arith))
-    assert not fb.success and fb.reward == 0.0 and not is_unreliable(fb)
+    assert not fb.success and fb.reward == 0.0 and not is_unreliable(fb) and fb.reliable
+    assert fb.label == str(w)  # the pseudo-label rides on the feedback for the trainer, not in the message
     assert "3 of 5" in fb.message and str(w) not in fb.message
     assert truth.success  # the gap: the minority answer was the right one
     shown = MajorityFeedback(MajorityOptions(reveal_majority=True))
@@ -94,12 +95,15 @@ async def test_majority_disagreement_keeps_label_hidden_unless_asked(arith, task
 async def test_majority_online_filter_marks_low_agreement(arith, task):
     rule = replies(tag(1), tag(2), tag(3), tag(4))
     fb, _ = await MajorityFeedback().score(task, tag(1), deps_for(ScriptedPolicy(rule), arith))
-    assert is_unreliable(fb) and fb.message.startswith(UNRELIABLE)
+    assert is_unreliable(fb) and not fb.reliable and fb.message.startswith(UNRELIABLE)
     assert fb.reward == 0.0 and not fb.success and "2 of 5" in fb.message
+    # the field is the truth, not the message prefix
+    assert is_unreliable(fb.model_copy(update={"message": "x"}))
+    assert not is_unreliable(fb.model_copy(update={"reliable": True}))
     # the same votes pass a lower threshold
     lenient = MajorityFeedback(MajorityOptions(threshold=0.4))
     fb, _ = await lenient.score(task, tag(1), deps_for(ScriptedPolicy(replies(tag(1), tag(2), tag(3), tag(4))), arith))
-    assert not is_unreliable(fb) and fb.success
+    assert not is_unreliable(fb) and fb.success and fb.label == "1"
 
 
 async def test_majority_without_an_answer_samples_nothing(arith, task):

@@ -94,3 +94,46 @@ def test_held_out_episodes_never_become_training_data():
         assert len(D.sft_dataset(held_out)) == 0
         assert len(D.first_attempt_dataset(held_out)) == 0
         assert len(D.dpo_dataset(held_out)) == 0
+
+
+def _self_rewarded(ep, source="majority", reliable=(True, True), label="7"):
+    """``ep`` as if its feedback came from a self-reward source (pseudo-label ``label``)."""
+    attempts = [a.model_copy(update={"feedback": a.feedback.model_copy(update={
+        "reliable": reliable[i], "label": label})}) for i, a in enumerate(ep.attempts)]
+    return ep.model_copy(update={"feedback_source": source, "attempts": attempts})
+
+
+def test_unreliable_pseudo_labels_never_become_training_data():
+    t = tasks(4)
+    ok = _self_rewarded(make_episode(t[0], retry_success=True))
+    bad_first = _self_rewarded(make_episode(t[1], retry_success=True), reliable=(False, True))
+    bad_retry = _self_rewarded(make_episode(t[2], retry_success=False), reliable=(True, False))
+    first_ok = _self_rewarded(make_episode(t[3], first_success=True), reliable=(True,))
+    first_bad = _self_rewarded(make_episode(t[3], first_success=True), reliable=(False,))
+    eps = [ok, bad_first, bad_retry, first_ok, first_bad]
+    refl = D.reflection_dataset(eps)
+    assert refl["episode_id"] == [ok.id]
+    assert refl["feedback_source"] == ["majority"] and refl["label"] == ["7"]
+    fa = D.first_attempt_dataset(eps, unique_tasks=False)
+    assert set(fa["episode_id"]) == {ok.id, bad_retry.id, first_ok.id}
+    assert set(D.episode_ids(D.sft_dataset(eps))) == {ok.id, bad_first.id, first_ok.id}  # last feedback reliable
+    dpo_ids = {i for ids in D.dpo_dataset(eps)["episode_ids"] for i in ids}
+    assert bad_first.id not in dpo_ids and first_bad.id not in dpo_ids
+    # rationalize: self-reward episodes are never hinted with (or re-verified against) the reference
+    calls = []
+    assert len(D.rationalize([bad_retry], lambda chats: calls.append(chats) or [])) == 0 and calls == []
+
+
+def test_verifier_rows_carry_no_label_and_unlabelled_self_reward_rows_are_dropped():
+    t = tasks(2)
+    plain = make_episode(t[0], retry_success=True)
+    rubric = _self_rewarded(make_episode(t[1], retry_success=True), source="rubric", label=None)
+    refl = D.reflection_dataset([plain, rubric])
+    assert refl["episode_id"] == [plain.id] and refl["feedback_source"] == ["verifier"] and refl["label"] == [None]
+    assert len(D.first_attempt_dataset([rubric])) == 0 and D.dropped_unlabelled([plain, rubric]) == 1
+    assert len(D.sft_dataset([rubric])) == 1  # sft uses the recorded (reliable) success, no reward needed
+    import pytest
+
+    from trainer.train import NotEnoughDataError, build_dataset
+    with pytest.raises(NotEnoughDataError, match="no pseudo-label"):
+        build_dataset("grpo", [rubric])

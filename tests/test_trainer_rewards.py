@@ -67,3 +67,25 @@ def test_retry_reward_on_tiny_model_restores_train_mode(tiny_model):
     n_tokens = [len(tok(x, add_special_tokens=False)["input_ids"]) for x in reward.last_retries]
     assert max(n_tokens) <= 8
     model.activation_checkpointing_disable()
+
+
+def test_self_reward_rows_are_scored_against_the_pseudo_label_not_the_verifier():
+    t = tasks(2)
+    truth, label = t[0].reference["value"], str(t[0].reference["value"] + 1)  # a wrong majority label
+    cols = dict(prompts=[t[0].messages()] * 3, task=[t[0].model_dump_json()] * 3, env=[t[0].env] * 3)
+    completions = [f"<answer>{truth}</answer>", f"<answer>{label}.</answer>", "no answer"]
+    assert R.EnvironmentReward()(completions=completions, **cols) == [1.0, 0.0, 0.0]  # verifier rows
+    out = R.EnvironmentReward()(completions=completions, feedback_source=["majority", "majority", "verifier"],
+                                label=[label, label, None], **cols)
+    assert out == [0.0, 1.0, 0.0]  # the hidden verifier would have said 1.0 for the first
+    with pytest.raises(ValueError, match="no pseudo-label"):
+        R.EnvironmentReward()(completions=completions[:1], feedback_source=["rubric"], label=[None],
+                              **{k: v[:1] for k, v in cols.items()})
+    ds = reflection_dataset([make_episode(t[0]), make_episode(t[1])])
+    retry = R.RetryReward(generate=lambda chats: [f"<answer>{label}</answer>", correct_text(t[1])])
+    scored = retry(completions=["r1", "r2"], feedback_source=["majority", "verifier"], label=[label, None],
+                   **_columns(ds))
+    assert scored == [1.0, 1.0]
+    retry = R.RetryReward(generate=lambda chats: [correct_text(t[0]), correct_text(t[1])])
+    assert retry(completions=["r1", "r2"], feedback_source=["majority", "majority"], label=[label, "-99999"],
+                 **_columns(ds)) == [0.0, 0.0]

@@ -11,6 +11,14 @@ TRL renders prompts with the tokenizer's chat template exactly like the agent do
 - Columns the rewards need ride along (TRL passes extra dataset columns to reward functions as keyword
   lists): ``task`` (the Task as JSON), ``env`` (its environment spec), ``retry_message`` (the recorded
   retry instruction, see the invariant in :mod:`memory.records`), ``episode_id``.
+- Self-reward (``Episode.feedback_source`` other than ``verifier``): feedback marked unreliable
+  (``Feedback.reliable=False``, SRT's online filter) is never trained on — every builder skips the
+  attempts whose verdict it would use (see each builder). The GRPO datasets (:func:`reflection_dataset`,
+  :func:`first_attempt_dataset`) carry ``feedback_source`` and ``label`` (the pseudo-label) so the rewards
+  in :mod:`trainer.rewards` reward agreement with the label instead of peeking at the hidden verifier;
+  self-reward rows without a label (rubric, critique) are dropped from them (:func:`dropped_unlabelled`
+  counts them for the error hint). :func:`rationalize` hints the reference answer and re-verifies with
+  the environment, i.e. uses ground truth, so it only takes verifier-feedback episodes.
 
 Builders: :func:`reflection_dataset` (R3 / GRPO on reflections), :func:`first_attempt_dataset` (plain
 GRPO), :func:`sft_dataset` and :func:`rationalize` (STaR), :func:`dpo_dataset` (preference pairs).
@@ -26,7 +34,7 @@ from collections.abc import Callable, Sequence
 from datasets import Dataset
 
 from environments import Task, get_environment
-from memory.records import Episode
+from memory.records import Attempt, Episode
 
 Messages = list[dict[str, str]]
 
@@ -58,6 +66,27 @@ def _usable(ep: Episode, env: str | None) -> bool:
     )
 
 
+def _self_reward(ep: Episode) -> bool:
+    return ep.feedback_source != "verifier"
+
+
+def _label_row(ep: Episode, *attempts: Attempt) -> dict | None:
+    """``feedback_source``/``label`` columns for a GRPO row, or None when a self-reward row has no label
+    (nothing honest to reward against: the rewards would otherwise fall back to the hidden verifier)."""
+    if not _self_reward(ep):
+        return {"feedback_source": ep.feedback_source, "label": None}
+    label = next((a.feedback.label for a in attempts if a.feedback.label is not None), None)
+    if label is None:
+        return None
+    return {"feedback_source": ep.feedback_source, "label": label}
+
+
+def dropped_unlabelled(episodes: Sequence[Episode], env: str | None = None) -> int:
+    """How many usable self-reward episodes the GRPO datasets drop for lack of a pseudo-label."""
+    return sum(_usable(ep, env) and _self_reward(ep) and all(a.feedback.label is None for a in ep.attempts)
+               for ep in episodes)
+
+
 def _from_rows(rows: list[dict], columns: Sequence[str]) -> Dataset:
     if not rows:  # an empty Dataset still has the schema, so callers can check len() and the columns
         return Dataset.from_dict({c: [] for c in columns})
@@ -65,7 +94,7 @@ def _from_rows(rows: list[dict], columns: Sequence[str]) -> Dataset:
 
 
 REFLECTION_COLUMNS = ("prompt", "task", "env", "retry_message", "episode_id", "recorded_reflection",
-                      "recorded_retry_success")
+                      "recorded_retry_success", "feedback_source", "label")
 
 
 def reflection_dataset(episodes: Sequence[Episode], env: str | None = None) -> Dataset:
@@ -74,7 +103,9 @@ def reflection_dataset(episodes: Sequence[Episode], env: str | None = None) -> D
     ``prompt`` is the recorded reflect input (the completion to learn IS the reflection);
     ``retry_message`` is the retry instruction ``attempts[1].solve.messages[-1]``, so the retry prompt
     for a new reflection ``r`` is ``prompt + [assistant: r] + [retry_message]`` (:func:`retry_messages`).
-    Episodes with no retry recorded are dropped: without it we do not know the retry instruction.
+    Episodes with no retry recorded are dropped: without it we do not know the retry instruction. So are
+    episodes whose first or retry feedback is unreliable (the "failure" may be no judgement at all), and
+    self-reward episodes without a pseudo-label (``label``: the first attempt's, else the retry's).
     """
     rows = []
     for ep in episodes:
@@ -82,6 +113,11 @@ def reflection_dataset(episodes: Sequence[Episode], env: str | None = None) -> D
             continue
         first, retry = ep.attempts[0], ep.attempts[1]
         if first.reflect is None or not retry.solve.messages:
+            continue
+        if not (first.feedback.reliable and retry.feedback.reliable):
+            continue
+        labelled = _label_row(ep, first, retry)
+        if labelled is None:
             continue
         rows.append({
             "prompt": with_system(first.reflect.messages),
@@ -91,6 +127,7 @@ def reflection_dataset(episodes: Sequence[Episode], env: str | None = None) -> D
             "episode_id": ep.id,
             "recorded_reflection": first.reflect.output,
             "recorded_retry_success": retry.feedback.success,
+            **labelled,
         })
     return _from_rows(rows, REFLECTION_COLUMNS)
 
@@ -104,18 +141,24 @@ def retry_messages(prompt: Messages, reflection: str, retry_message: dict[str, s
     return [*prompt, {"role": "assistant", "content": reflection}, dict(retry_message)]
 
 
-FIRST_ATTEMPT_COLUMNS = ("prompt", "task", "env", "episode_id")
+FIRST_ATTEMPT_COLUMNS = ("prompt", "task", "env", "episode_id", "feedback_source", "label")
 
 
 def first_attempt_dataset(episodes: Sequence[Episode], env: str | None = None, unique_tasks: bool = True) -> Dataset:
-    """One row per episode (per task if ``unique_tasks``): the recorded first-attempt prompt."""
+    """One row per episode (per task if ``unique_tasks``): the recorded first-attempt prompt.
+
+    Episodes whose first feedback is unreliable, and self-reward episodes without a pseudo-label, are
+    skipped (the task may still come from another episode of it)."""
     rows, seen = [], set()
     for ep in episodes:
-        if not _usable(ep, env) or (unique_tasks and ep.task.id in seen):
+        if not _usable(ep, env) or (unique_tasks and ep.task.id in seen) or not ep.attempts[0].feedback.reliable:
+            continue
+        labelled = _label_row(ep, ep.attempts[0])
+        if labelled is None:
             continue
         seen.add(ep.task.id)
         rows.append({"prompt": with_system(ep.attempts[0].solve.messages), "task": ep.task.model_dump_json(),
-                     "env": ep.task.env, "episode_id": ep.id})
+                     "env": ep.task.env, "episode_id": ep.id, **labelled})
     return _from_rows(rows, FIRST_ATTEMPT_COLUMNS)
 
 
@@ -126,11 +169,12 @@ def sft_dataset(episodes: Sequence[Episode], env: str | None = None) -> Dataset:
     """Successful trajectories (STaR / rejection-sampling fine-tuning): the successful solve call.
 
     The prompt is that call's recorded input (for a recovered episode it contains the failed attempt and
-    the reflection, so the model learns to use its reflection); the completion is its output.
+    the reflection, so the model learns to use its reflection); the completion is its output. A success
+    whose feedback is unreliable is skipped.
     """
     rows = []
     for ep in episodes:
-        if not _usable(ep, env) or not ep.success:
+        if not _usable(ep, env) or not ep.success or not ep.attempts[-1].feedback.reliable:
             continue
         call = ep.attempts[-1].solve
         rows.append({"prompt": with_system(call.messages), "completion": assistant(call.output), "episode_id": ep.id})
@@ -153,8 +197,11 @@ def rationalize(
 
     ``generate`` maps a batch of chats to one completion each (e.g. a wrapper around the policy).
     Rows are in the :func:`sft_dataset` format: ``prompt`` is the original first-attempt prompt (no hint).
+    Only verifier-feedback episodes with reliable feedback are used: the hint and the check are ground
+    truth, which a self-reward run must not train on.
     """
-    failed = [ep for ep in episodes if _usable(ep, env) and not ep.success]
+    failed = [ep for ep in episodes if _usable(ep, env) and not ep.success and not _self_reward(ep)
+              and ep.attempts[-1].feedback.reliable]
     hinted = []
     for ep in failed:
         msgs = with_system(ep.attempts[0].solve.messages)
@@ -185,7 +232,9 @@ def dpo_dataset(
       first answer.
     The prompt is the chosen side's recorded prompt. Recorded prompts of two episodes of one task may
     differ (a different failed answer, retrieved hints); ``strict_prompts=True`` keeps only pairs whose
-    prompts are identical. At most ``max_pairs_per_task`` pairs of each kind per task.
+    prompts are identical. At most ``max_pairs_per_task`` pairs of each kind per task. Unreliable feedback
+    is never a side: an episode whose first feedback is unreliable is skipped, an unreliable retry gives
+    no reflection pair.
     """
     by_task: dict[str, list[Episode]] = defaultdict(list)
     for ep in episodes:
@@ -196,12 +245,14 @@ def dpo_dataset(
         good_refl, bad_refl, good_ans, bad_ans = [], [], [], []
         for ep in eps:
             first = ep.attempts[0]
+            if not first.feedback.reliable:  # no judgement on the first answer: neither chosen nor rejected
+                continue
             prompt0 = with_system(first.solve.messages)
             if first.feedback.success:
                 good_ans.append((prompt0, first.solve.output, ep.id))
                 continue
             bad_ans.append((prompt0, first.solve.output, ep.id))
-            if first.reflect is not None and len(ep.attempts) > 1:
+            if first.reflect is not None and len(ep.attempts) > 1 and ep.attempts[1].feedback.reliable:
                 side = good_refl if ep.attempts[1].feedback.success else bad_refl
                 side.append((with_system(first.reflect.messages), first.reflect.output, ep.id))
                 if ep.attempts[1].feedback.success:

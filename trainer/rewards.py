@@ -6,6 +6,11 @@ are the dataset's extra columns as lists (here ``task``, ``env``, ``retry_messag
 treated as a reward *model*, hence plain classes.
 
 - :class:`EnvironmentReward` verifies first-attempt completions with the task's environment.
+- Self-reward rows (a ``feedback_source`` column other than ``"verifier"``): the hidden verifier is
+  ground truth the run is not supposed to have, so both rewards score the answer against the row's
+  pseudo-``label`` instead (1.0 if the extracted answer, normalised with
+  :func:`environments.normalize_answer`, equals it, else 0.0; see :func:`self_reward`). A self-reward
+  row without a label raises (the datasets drop such rows). Without the columns: the verifier, as before.
 - :class:`RetryReward` is the R3 reward: the completion is a reflection; the retry is generated with the
   CURRENT policy (the trainer binds it, see :mod:`trainer.grpo_reflection`) and verified → 1/0, plus an
   optional small format term. Generation runs in ``eval()`` under ``torch.inference_mode()`` with
@@ -20,7 +25,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from environments import Task, get_environment
+from environments import Task, get_environment, normalize_answer
 
 from .datasets import retry_messages, with_system
 from .models import chat_prompt
@@ -55,6 +60,30 @@ def verify(task_json: str, env: str, text: str) -> bool:
     return _environment(env).verify(_task(task_json), text).success
 
 
+def self_reward(env: str, text: str, label: str) -> float:
+    """Agreement of the answer in ``text`` with a pseudo-label: 1.0 or 0.0 (no answer: 0.0).
+
+    >>> self_reward("arithmetic", "<answer>1,024.</answer>", "1024"), self_reward("arithmetic", "hm", "1")
+    (1.0, 0.0)
+    """
+    answer = _environment(env).extract_answer(text)
+    return float(answer is not None and normalize_answer(answer) == normalize_answer(label))
+
+
+def _pseudo(i: int, feedback_source: Sequence[str] | None, label: Sequence[str | None] | None) -> str | None:
+    """Row ``i``'s pseudo-label when it is a self-reward row, else None (use the verifier)."""
+    if feedback_source is None or feedback_source[i] in (None, "verifier"):
+        return None
+    found = label[i] if label is not None else None
+    if found is None:
+        raise ValueError(
+            f"row {i} comes from {feedback_source[i]!r} self-reward feedback but has no pseudo-label; the "
+            "verifier would be ground truth the run must not train on (build datasets with trainer.datasets, "
+            "which drops such rows)"
+        )
+    return found
+
+
 class EnvironmentReward:
     """Reward of the task's own verifier on a (first-attempt) completion: ``Feedback.reward`` in [-1, 1].
 
@@ -69,9 +98,17 @@ class EnvironmentReward:
     __name__ = "env_reward"
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], task: Sequence[str],
-                 env: Sequence[str], log_metric: Callable[[str, float], None] | None = None, **_: Any) -> list[float]:
+                 env: Sequence[str], log_metric: Callable[[str, float], None] | None = None,
+                 feedback_source: Sequence[str] | None = None, label: Sequence[str | None] | None = None,
+                 **_: Any) -> list[float]:
         rewards, successes = [], 0
-        for comp, tj, spec in zip(completions, task, env, strict=True):
+        for i, (comp, tj, spec) in enumerate(zip(completions, task, env, strict=True)):
+            pseudo = _pseudo(i, feedback_source, label)
+            if pseudo is not None:
+                r = self_reward(spec, completion_text(comp), pseudo)
+                rewards.append(r)
+                successes += r == 1.0
+                continue
             fb = _environment(spec).verify(_task(tj), completion_text(comp))
             rewards.append(float(fb.reward))
             successes += fb.success
@@ -179,7 +216,8 @@ class RetryReward:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], task: Sequence[str], env: Sequence[str],
                  retry_message: Sequence[dict[str, str]], log_metric: Callable[[str, float], None] | None = None,
-                 log_extra: Callable[[str, list], None] | None = None, **_: Any) -> list[float]:
+                 log_extra: Callable[[str, list], None] | None = None, feedback_source: Sequence[str] | None = None,
+                 label: Sequence[str | None] | None = None, **_: Any) -> list[float]:
         if self.generate is None:
             raise RuntimeError("RetryReward has no generate function: call .bind(model, tokenizer) or pass generate=")
         reflections = [completion_text(c) for c in completions]
@@ -193,7 +231,9 @@ class RetryReward:
                 raise ValueError(f"generate returned {len(out)} texts for {len(batch)} chats")
             retries.extend(out)
         self.last_retries = retries
-        success = [float(verify(tj, spec, text)) for tj, spec, text in zip(task, env, retries, strict=True)]
+        pseudo = [_pseudo(i, feedback_source, label) for i in range(len(retries))]
+        success = [float(verify(tj, spec, text)) if p is None else self_reward(spec, text, p)
+                   for tj, spec, text, p in zip(task, env, retries, pseudo, strict=True)]
         rewards = [s + self.format_weight * reflection_format_score(r) for s, r in zip(success, reflections,
                                                                                        strict=True)]
         if log_metric is not None and success:

@@ -56,6 +56,11 @@ def build_dataset(method: str, episodes: list, env: str | None = None):
     else:
         raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
     if len(ds) < MIN_ROWS[method]:
+        dropped = D.dropped_unlabelled(episodes, env) if method in ("grpo", "grpo-reflection") else 0
+        if dropped:
+            run_hint = (f"{dropped} self-reward episode(s) (rubric/critique feedback) have no pseudo-label for the "
+                        f"{method} reward and were dropped; train them with sft or dpo, or collect with "
+                        f"--feedback majority or verifier; else {run_hint}")
         raise NotEnoughDataError(f"no {what} in {where} ({len(episodes)} episodes in memory): {run_hint}")
     return ds
 

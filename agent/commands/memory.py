@@ -117,6 +117,15 @@ def stats_cmd(
     for name, s in stats["model_versions"].items():
         versions.add_row(name, str(s["episodes"]), _pct(s["first_try_accuracy"]), _pct(s["final_accuracy"]))
     out.print(versions)
+    if stats.get("self_reward"):
+        gap = Table(title="Self-reward vs hidden verifier (generation-verification gap)")
+        for col in ("feedback", "version", "attempts", "agreement", "false positives", "self reward", "true reward"):
+            gap.add_column(col, justify="left" if col in ("feedback", "version") else "right")
+        for source, by_version in stats["self_reward"].items():
+            for name, g in by_version.items():
+                gap.add_row(source, name, str(g["attempts"]), _pct(g["agreement"]), _pct(g["false_positive_rate"]),
+                            f"{g['mean_self_reward']:.2f}", f"{g['mean_true_reward']:.2f}")
+        out.print(gap)
     status = stats["index"]["status"]
     hint = "" if status == "in sync" else " (run `selfevolve memory reindex`, or just search: it repairs)"
     out.print(f"Index at {stats['index']['location']}: {status}{hint}", highlight=False)

@@ -316,6 +316,11 @@ class Daemon:
             "final_accuracy": sum(e.success for e in eps) / len(eps), "errors": errors,
             "per_env": {s: sum(e.env == s for e in eps) for s in self.envs},
         }
+        if self.cfg.feedback != "verifier":  # the pseudo-reward the serving version earns (SRT's training reward)
+            cur["record"]["collected"]["self_reward"] = sum(e.attempts[0].feedback.reward for e in eps) / len(eps)
+            truths = [e.attempts[0].ground_truth for e in eps if e.attempts[0].ground_truth is not None]
+            if truths:
+                cur["record"]["collected"]["true_first_try_accuracy"] = sum(t.success for t in truths) / len(truths)
         self.event("collected", cycle=cur["cycle"], **cur["record"]["collected"])
         return True
 
@@ -466,7 +471,8 @@ class Daemon:
         hist = self.state["training_history"]
         hist.append({"cycle": cur["cycle"], "version": cand.id,
                      "train_reward": _metric(metrics, ("reward_mean", "retry_success_rate_mean", "rewards/accuracies_mean")),
-                     "heldout_accuracy": cand_acc[g.primary], "kl": _metric(metrics, ("kl_mean", "kl_last", "kl"))})
+                     "heldout_accuracy": cand_acc[g.primary], "kl": _metric(metrics, ("kl_mean", "kl_last", "kl")),
+                     "self_reward": (cur["record"].get("collected") or {}).get("self_reward")})
         w = self.cfg.tripwires
         trip = tripwires.check(hist, window=w.window, min_reward_rise=w.min_reward_rise,
                                min_accuracy_drop=w.min_accuracy_drop, kl_factor=w.kl_factor, kl_min=w.kl_min) if w.enabled else None

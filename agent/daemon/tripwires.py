@@ -60,9 +60,28 @@ def check(
     history: Sequence[dict], *, window: int, min_reward_rise: float, min_accuracy_drop: float, kl_factor: float,
     kl_min: float,
 ) -> str | None:
-    """Both tripwires over training records ``{"train_reward", "heldout_accuracy", "kl"}`` (oldest first)."""
+    """Both tripwires over training records ``{"train_reward", "self_reward", "heldout_accuracy", "kl"}`` (oldest
+    first).
+
+    The divergence is checked twice: against the trainer's reward (absent for SFT and DPO), and against
+    ``self_reward``, the mean pseudo-reward of the episodes the daemon collected with a self-reward
+    feedback source in that cycle (by the version serving then). The latter sees an SRT collapse whatever
+    the training method: the policy learns to agree with itself, so its self-reward rises while the
+    held-out accuracy of the candidates falls.
+
+    >>> hist = [{"self_reward": r, "heldout_accuracy": a} for r, a in [(0.3, 0.5), (0.8, 0.3), (1.0, 0.1)]]
+    >>> "self-reward" in check(hist, window=3, min_reward_rise=0.05, min_accuracy_drop=0.05, kl_factor=5, kl_min=0.05)
+    True
+    """
+    accuracy = [h.get("heldout_accuracy") for h in history]
     reason = reward_accuracy_divergence(
-        [h.get("train_reward") for h in history], [h.get("heldout_accuracy") for h in history], window=window,
+        [h.get("train_reward") for h in history], accuracy, window=window,
         min_reward_rise=min_reward_rise, min_accuracy_drop=min_accuracy_drop,
     )
+    if reason is None:
+        reason = reward_accuracy_divergence(
+            [h.get("self_reward") for h in history], accuracy, window=window,
+            min_reward_rise=min_reward_rise, min_accuracy_drop=min_accuracy_drop,
+        )
+        reason = reason and f"self-reward of collected episodes: {reason}"
     return reason or kl_jump([h.get("kl") for h in history], factor=kl_factor, minimum=kl_min)
