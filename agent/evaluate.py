@@ -10,7 +10,6 @@ versions is the weights', not the sampler's or the library's.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -18,6 +17,7 @@ from agent.graph import GraphDeps
 from agent.policy.base import Policy
 from agent.runner import eval_config, run_episodes
 from environments import Environment, Task
+from trainer.gate import wilson  # one definition of the 95% interval, shared with the gate
 
 
 @dataclass
@@ -54,21 +54,6 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion.
-
-    >>> [round(x, 3) for x in wilson(5, 10)]
-    [0.237, 0.763]
-    """
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def unique_eval_tasks(env: Environment, n: int, seed: int = 0) -> list[Task]:

@@ -246,7 +246,7 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
                     continue
                 x = [p["minutes"] for p in pts]
                 y = [p["acc"] for p in pts]
-                err = [[p["acc"] - p["lo"] for p in pts], [p["hi"] - p["acc"] for p in pts]]
+                err = [[max(0.0, p["acc"] - p["lo"]) for p in pts], [max(0.0, p["hi"] - p["acc"]) for p in pts]]
                 ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=method)
             ax.set_title(f"{env}: {title}", fontsize=9)
             ax.set_xlabel("cumulative compute (collect + train), minutes")

@@ -51,19 +51,7 @@ TEMPERATURE = 0.7
 
 
 # --------------------------------------------------------------------------- statistics (pure)
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval (same formula as ``agent.evaluate.wilson``, kept here so tests need no model).
-
-    >>> [round(x, 3) for x in wilson(5, 10)]
-    [0.237, 0.763]
-    """
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+from trainer.gate import wilson  # noqa: E402  (the one definition of the 95% interval)
 
 
 def _rate(k: int, n: int) -> dict[str, Any]:
@@ -208,7 +196,8 @@ def write_plot(results: dict[str, Any], out_dir: Path) -> Path:
         dx = 0.04 * j  # nudge so overlapping points of the two sources stay visible
         xs = [i for i, v in enumerate(vs) if v["heldout"] is not None]
         ys = [vs[i]["heldout"] for i in xs]
-        err = [[vs[i]["heldout"] - vs[i]["heldout_lo"] for i in xs], [vs[i]["heldout_hi"] - vs[i]["heldout"] for i in xs]]
+        err = [[max(0.0, vs[i]["heldout"] - vs[i]["heldout_lo"]) for i in xs],
+               [max(0.0, vs[i]["heldout_hi"] - vs[i]["heldout"]) for i in xs]]
         ax.errorbar([x + dx for x in xs], ys, yerr=err, marker="o", capsize=3, color=c, label=f"{source}: held-out acc (verifier)")
         px = [i for i, v in enumerate(vs) if v["pseudo"] is not None]
         ax.plot([x + dx for x in px], [vs[i]["pseudo"] for i in px], marker="s", linestyle="--", color=c,

@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = [
-    "agent.prompts", "agent.evaluate", "agent.feedback",
+    "agent.prompts", "agent.feedback", "trainer.gate",
     "environments.arithmetic", "environments.countdown", "environments.open_ended",
 ]
 

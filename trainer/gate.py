@@ -42,6 +42,8 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     [0.4902, 0.9433]
     >>> wilson(0, 0)
     (0.0, 1.0)
+    >>> wilson(10, 10)[1], wilson(0, 10)[0]
+    (1.0, 0.0)
     """
     if n == 0:
         return 0.0, 1.0
@@ -49,7 +51,10 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The bounds are exactly 0 at p = 0 and exactly 1 at p = 1; say so rather than trust float rounding.
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
 
 
 def paired_difference(cand: list[bool], curr: list[bool], z: float = Z95) -> tuple[float, float, float]:
