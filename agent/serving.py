@@ -8,7 +8,6 @@ Adapters apply only to the base they were trained on (transformers or vLLM backe
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from agent.policy.base import Policy, parse_model_spec
@@ -17,10 +16,10 @@ log = logging.getLogger(__name__)
 
 
 def open_library(workspace: Path, chroma_url: str | None = None):
-    """The workspace's library; the index is a shared Chroma server if ``$SELFEVOLVE_CHROMA_URL`` is set."""
+    """The workspace's library (the library itself honours ``$SELFEVOLVE_CHROMA_URL``)."""
     from memory import ExperienceLibrary
 
-    return ExperienceLibrary(workspace, chroma_url=chroma_url or os.environ.get("SELFEVOLVE_CHROMA_URL") or None)
+    return ExperienceLibrary(workspace, chroma_url=chroma_url)
 
 
 def serving_policy(model_spec: str, library, version: str | None = None, **options) -> Policy:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -53,6 +54,9 @@ from memory.store import Store
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 PAGE = 512
+
+
+CHROMA_URL_ENV = "SELFEVOLVE_CHROMA_URL"
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,9 @@ class ExperienceLibrary:
     ) -> None:
         self.workspace = Path(workspace)
         self.workspace.mkdir(parents=True, exist_ok=True)
+        # One place decides where the index lives: an explicit URL, else $SELFEVOLVE_CHROMA_URL (a team's
+        # shared Chroma server), else the embedded index in the workspace.
+        chroma_url = chroma_url or os.environ.get(CHROMA_URL_ENV) or None
         self.store = Store(self.workspace / "experience.db")
         self.embedder = embedder or default_embedder()
         self.index = VectorIndex(

@@ -13,7 +13,6 @@ server, and ``--json`` for one machine-readable object on stdout.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,7 +63,7 @@ def _library(workspace: Path | None, chroma_url: str | None) -> Iterator[Experie
 
     path = resolve_workspace(workspace)
     try:
-        lib = ExperienceLibrary(path, chroma_url=chroma_url or os.environ.get("SELFEVOLVE_CHROMA_URL"))
+        lib = ExperienceLibrary(path, chroma_url=chroma_url)
     except (IndexUnavailable, SchemaError) as e:
         fail(str(e))
     try:
