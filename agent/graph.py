@@ -20,6 +20,7 @@ the reflect node; an exception from the policy or our code propagates to the run
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -124,10 +125,7 @@ def build_episode_graph(deps: GraphDeps, checkpointer: Any = None):
     """Compile the episode graph. ``checkpointer`` (e.g. LangGraph's SqliteSaver) makes it resumable."""
     cfg = deps.config
 
-    async def retrieve(state: EpisodeState) -> dict:
-        task = state["task"]
-        if not (cfg.retrieval and cfg.k > 0 and deps.library is not None):
-            return {"hints": [], "retrieved_ids": []}
+    def _retrieve_sync(task: Task) -> dict:
         hits = deps.library.search(task.question, env=task.env, success=True, k=cfg.k * 3)
         hints, ids = [], []
         for hit in hits:
@@ -142,6 +140,13 @@ def build_episode_graph(deps: GraphDeps, checkpointer: Any = None):
             if len(ids) == cfg.k:
                 break
         return {"hints": hints, "retrieved_ids": ids}
+
+    async def retrieve(state: EpisodeState) -> dict:
+        if not (cfg.retrieval and cfg.k > 0 and deps.library is not None):
+            return {"hints": [], "retrieved_ids": []}
+        # Embedding the query and reading SQLite take milliseconds; off the event loop, so the other
+        # episodes keep submitting and the micro-batcher keeps merging their requests meanwhile.
+        return await asyncio.to_thread(_retrieve_sync, state["task"])
 
     async def solve(state: EpisodeState) -> dict:
         messages = state["task"].messages()
@@ -210,7 +215,7 @@ def build_episode_graph(deps: GraphDeps, checkpointer: Any = None):
             metadata=state.get("metadata", {}),
         )
         if cfg.record and deps.library is not None:
-            deps.library.record(episode)
+            await asyncio.to_thread(deps.library.record, episode)  # SQLite + embedding + upsert, off the loop
         return {"episode": episode}
 
     def route_after_verify(state: EpisodeState) -> Literal["record", "reflect"]:
