@@ -59,3 +59,14 @@ def wrong_then_right(task_value: Callable[[Chat], int]) -> Callable[[str, Chat],
         return f"<answer>{value}</answer>"
 
     return rule
+
+
+def echo_policy(version: str = "base", adapter_path: str | None = None) -> ScriptedPolicy:
+    """A ``python:tests.scripted:echo_policy`` plug-in: answers every node with ``<answer>0</answer>``."""
+    policy = ScriptedPolicy(lambda node, chat: "<answer>0</answer>")
+    policy.version = version
+    return policy
+
+
+def not_a_policy(**_: object) -> dict:
+    return {}

@@ -52,3 +52,24 @@ def test_vllm_backend_imports() -> None:
     from agent.policy.vllm_backend import VLLMPolicy, import_vllm
 
     assert import_vllm() is not None and VLLMPolicy.generate is not None
+
+
+async def test_python_plugin_spec_loads_a_user_policy():
+    from agent.policy import Policy, SamplingParams, load_policy
+
+    policy = load_policy("python:tests.scripted:echo_policy", version="v7")
+    assert isinstance(policy, Policy) and policy.version == "v7"
+    [out] = await policy.generate([[{"role": "user", "content": "hi"}]], SamplingParams(max_tokens=4))
+    assert out.text == "<answer>0</answer>"
+
+
+def test_python_plugin_spec_errors():
+    from agent.policy import load_policy, parse_model_spec
+
+    assert str(parse_model_spec("python:pkg.mod:make")) == "python:pkg.mod:make"
+    with pytest.raises(ValueError, match="python:<module>:<factory>"):
+        parse_model_spec("python:nocolon")
+    with pytest.raises(ValueError, match="cannot load policy factory"):
+        load_policy("python:tests.no_such_module:make")
+    with pytest.raises(TypeError, match="not an agent.policy.Policy"):
+        load_policy("python:tests.scripted:not_a_policy")

@@ -50,6 +50,8 @@ def load_policy(spec: str, adapter_path: str | None = None, version: str = "base
     local model dir that does not exist, ImportError (with the pip command) for a missing extra.
     """
     parsed = parse_model_spec(spec)
+    if parsed.backend == "python":
+        return _plugin_policy(parsed.path, adapter_path=adapter_path, version=version, **opts)
     if parsed.backend == "openai":
         from agent.policy.openai_backend import OpenAIPolicy
 
@@ -67,3 +69,18 @@ def load_policy(spec: str, adapter_path: str | None = None, version: str = "base
     from agent.policy.transformers_backend import TransformersPolicy
 
     return TransformersPolicy(parsed.path, adapter_path=adapter_path, version=version, **opts)
+
+
+def _plugin_policy(target: str, **kwargs: Any) -> Policy:
+    """``python:<module>:<factory>``: a Policy from user code (a custom backend, or a scripted one in tests)."""
+    import importlib
+
+    module_name, _, attr = target.rpartition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load policy factory python:{target}: {e}") from e
+    policy = factory(**kwargs)
+    if not isinstance(policy, Policy):
+        raise TypeError(f"python:{target} returned {type(policy).__name__}, not an agent.policy.Policy")
+    return policy

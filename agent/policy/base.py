@@ -67,10 +67,11 @@ class ModelSpec:
     ``hf:<path or local dir>``             a local Hugging Face model dir (transformers)
     ``openai:<base_url>#<model>``          any OpenAI-compatible server
     ``vllm:<path>``                        in-process vLLM engine (GPU, optional extra)
+    ``python:<module>:<factory>``          your own Policy: ``factory(version=, adapter_path=, **opts)``
     =====================================  =============================================
     """
 
-    backend: Literal["transformers", "openai", "vllm"]
+    backend: Literal["transformers", "openai", "vllm", "python"]
     path: str  # local path for transformers/vllm ("default" for the embedded model); base URL for openai
     model: str | None = None  # openai: served model name
 
@@ -79,6 +80,8 @@ class ModelSpec:
             return f"openai:{self.path}#{self.model}"
         if self.backend == "vllm":
             return f"vllm:{self.path}"
+        if self.backend == "python":
+            return f"python:{self.path}"
         return "default" if self.path == "default" else f"hf:{self.path}"
 
 
@@ -91,6 +94,11 @@ def parse_model_spec(spec: str) -> ModelSpec:
         return ModelSpec("transformers", rest)
     if sep and kind == "vllm" and rest:
         return ModelSpec("vllm", rest)
+    if sep and kind == "python" and rest:
+        module, colon, factory = rest.rpartition(":")
+        if not colon or not module or not factory:
+            raise ValueError(f"bad model spec {spec!r}: expected python:<module>:<factory>, e.g. python:my_pkg.policies:make")
+        return ModelSpec("python", rest)
     if sep and kind == "openai" and rest:
         url, hash_, model = rest.partition("#")
         if not (url.startswith("http://") or url.startswith("https://")) or not hash_ or not model:
@@ -101,7 +109,7 @@ def parse_model_spec(spec: str) -> ModelSpec:
         return ModelSpec("openai", url.rstrip("/"), model)
     raise ValueError(
         f"bad model spec {spec!r}: expected one of 'default', 'hf:<path>', "
-        "'openai:<base_url>#<model>', 'vllm:<path>'"
+        "'openai:<base_url>#<model>', 'vllm:<path>', 'python:<module>:<factory>'"
     )
 
 
