@@ -32,6 +32,8 @@ def serving_policy(model_spec: str, library, version: str | None = None, **optio
     if adapter and spec.backend == "openai":
         log.warning("version %s is an adapter; an OpenAI-compatible server must serve it itself", mv.id)
         adapter = None
+    if adapter and spec.backend == "python":  # a plug-in policy decides what an adapter means to it
+        return load_policy(model_spec, adapter_path=adapter, version=mv.id, **options)
     if adapter and str(spec) != mv.base_model and not (spec.path == "default" and mv.base_model in ("default", "")):
         raise ValueError(
             f"version {mv.id} is an adapter for base model {mv.base_model!r}, not {str(spec)!r}: "
