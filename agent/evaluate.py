@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agent.graph import GraphDeps
+from agent.graph import EpisodeConfig, GraphDeps
 from agent.policy.base import Policy
 from agent.runner import eval_config, run_episodes
 from environments import Environment, Task
@@ -79,10 +79,16 @@ async def evaluate(
     library: Any = None,
     run_id: str | None = None,
     on_episode=None,
+    config: EpisodeConfig | None = None,
 ) -> EvalResult:
-    """Run ``n`` held-out tasks greedily; episodes are recorded (tagged purpose=eval) when a library is given."""
+    """Run ``n`` held-out tasks greedily; episodes are recorded (tagged purpose=eval) when a library is given.
+
+    ``config`` replaces the default ``eval_config(max_attempts, max_tokens)`` episode settings (e.g. to turn
+    retrieval from ``library`` on); it is still not recorded without a library.
+    """
     tasks = unique_eval_tasks(env, n, seed)
-    config = eval_config(max_attempts=max_attempts, max_tokens=max_tokens)
+    if config is None:
+        config = eval_config(max_attempts=max_attempts, max_tokens=max_tokens)
     if library is None:
         config = config.model_copy(update={"record": False})
     deps = GraphDeps(policy, env, config, library)
