@@ -50,305 +50,33 @@ EVAL_SEED = 1234
 TEMPERATURE = 0.7
 
 
-# --------------------------------------------------------------------------- statistics (pure)
-from trainer.gate import wilson  # noqa: E402  (the one definition of the 95% interval)
+# --------------------------------------------------------------------------- statistics and rendering (pure)
+# Re-exported: the experiment below and tests import them from here.
+from bench.learning import save_results  # noqa: E402  (atomic results.json write, shared with bench.learning)
+from bench.self_reward_metrics import (  # noqa: E402
+    _rate,
+    collapse_points,
+    gap_metrics,
+    judged_pairs,
+    version_series,
+    wilson,
+)
+from bench.self_reward_progress import make_progress  # noqa: E402
+from bench.self_reward_report import (  # noqa: E402
+    _collapse_detail,
+    findings,
+    gap_table,
+    render_doc,
+    train_table,
+    write_plot,
+    write_report,
+)
 
-
-def _rate(k: int, n: int) -> dict[str, Any]:
-    lo, hi = wilson(k, n)
-    return {"k": k, "n": n, "p": (k / n) if n else None, "lo": lo, "hi": hi}
-
-
-def judged_pairs(episodes: list[Any], source: str) -> list[tuple[bool, bool, float, bool]]:
-    """(self says correct, truth says correct, self reward, unreliable) per attempt that has a truth.
-
-    For ``verifier`` the feedback is the truth. A self-reward attempt without ground truth (an env
-    without a verifier) is skipped: there is nothing to measure it against.
-    """
-    from agent.feedback import UNRELIABLE
-
-    out = []
-    for ep in episodes:
-        for a in ep.attempts:
-            if source == "verifier":
-                truth = a.feedback
-            else:
-                truth = a.ground_truth
-                if truth is None:
-                    continue
-            out.append((bool(a.feedback.success), bool(truth.success), float(a.feedback.reward),
-                        a.feedback.message.startswith(UNRELIABLE)))
-    return out
-
-
-def gap_metrics(pairs: list[tuple[bool, bool, float, bool]]) -> dict[str, Any]:
-    """Self-reward success, true success, agreement and false-positive rate (with 95% Wilson CIs).
-
-    >>> m = gap_metrics([(True, True, 1.0, False), (True, False, 1.0, False), (False, False, 0.0, True)])
-    >>> m["self"]["k"], m["truth"]["k"], m["agreement"]["k"], m["fpr"]["k"], m["fpr"]["n"], m["unreliable"]
-    (2, 1, 2, 1, 2, 1)
-    """
-    n = len(pairs)
-    selfs = sum(s for s, _, _, _ in pairs)
-    truths = sum(t for _, t, _, _ in pairs)
-    agree = sum(s == t for s, t, _, _ in pairs)
-    negatives = [s for s, t, _, _ in pairs if not t]
-    positives = [s for s, t, _, _ in pairs if t]
-    return {
-        "n": n,
-        "self": _rate(selfs, n),
-        "truth": _rate(truths, n),
-        "agreement": _rate(agree, n),
-        "fpr": _rate(sum(negatives), len(negatives)),  # self says correct | truth says wrong
-        "fnr": _rate(sum(not s for s in positives), len(positives)),  # self says wrong | truth says correct
-        "mean_self_reward": (sum(r for _, _, r, _ in pairs) / n) if n else None,
-        "unreliable": sum(u for _, _, _, u in pairs),
-    }
-
-
-def collapse_points(versions: list[dict[str, Any]]) -> list[int]:
-    """Indices i ≥ 1 where pseudo-reward rose and held-out accuracy fell vs version i-1 (SRT's signature).
-
-    ``versions``: per policy version (0 = base) ``{"pseudo": float | None, "heldout": float | None}``.
-
-    >>> collapse_points([{"pseudo": .4, "heldout": .5}, {"pseudo": .6, "heldout": .3}, {"pseudo": .5, "heldout": .2}])
-    [1]
-    """
-    out = []
-    for i in range(1, len(versions)):
-        a, b = versions[i - 1], versions[i]
-        if None in (a.get("pseudo"), b.get("pseudo"), a.get("heldout"), b.get("heldout")):
-            continue
-        if b["pseudo"] > a["pseudo"] and b["heldout"] < a["heldout"]:
-            out.append(i)
-    return out
-
-
-def version_series(results: dict[str, Any], source: str) -> list[dict[str, Any]]:
-    """Per policy version of one training source: pseudo-reward and true accuracy of the episodes it
-    collected (None for the last version, which collected nothing) and its held-out accuracy."""
-    rounds = sorted(results.get("train", {}).get(source, {}).get("rounds", []), key=lambda r: r["round"])
-    base = results.get("base_eval")
-    out = [{"version": "base", "pseudo": None, "collect_truth": None,
-            "heldout": base["acc"] if base else None, "heldout_lo": base["lo"] if base else None,
-            "heldout_hi": base["hi"] if base else None, "outcomes": base.get("outcomes") if base else None}]
-    for r in rounds:
-        # round r collected with version r-1, then trained version r
-        out[-1]["pseudo"] = r["collect"]["mean_self_reward"]
-        out[-1]["collect_truth"] = r["collect"]["true_success"]
-        ev = r.get("eval")
-        out.append({"version": r["version"], "pseudo": None, "collect_truth": None,
-                    "heldout": ev["acc"] if ev else None, "heldout_lo": ev["lo"] if ev else None,
-                    "heldout_hi": ev["hi"] if ev else None, "outcomes": ev.get("outcomes") if ev else None})
-    return out
-
-
-# --------------------------------------------------------------------------- rendering (pure)
-def _pct(r: dict[str, Any]) -> str:
-    if not r["n"]:
-        return "n/a"
-    return f"{r['p']:.0%} ({r['lo']:.0%}–{r['hi']:.0%}) [{r['k']}/{r['n']}]"
-
-
-def gap_table(results: dict[str, Any]) -> str:
-    rows = ["| source | env | attempts | self-reward success | true success | agreement | false-positive rate | "
-            "unreliable (majority filter) | wall s |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for g in results.get("gap", []):
-        m = g["metrics"]
-        rows.append(f"| {g['source']} | `{g['env']}` | {m['n']} | {_pct(m['self'])} | {_pct(m['truth'])} | "
-                    f"{_pct(m['agreement'])} | {_pct(m['fpr'])} | {m['unreliable']} | {g['seconds']:.0f} |")
-    return "\n".join(rows) + "\n"
-
-
-def train_table(results: dict[str, Any]) -> str:
-    rows = ["| source | round | trained version | train rows | pseudo-reward of collected episodes | true success of "
-            "collected episodes | held-out accuracy after the round (95% CI) | collect s | train s | eval s |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
-    base = results.get("base_eval")
-    if base:
-        rows.append(f"| (both) | 0 | `base` | – | – | – | {base['acc']:.0%} ({base['lo']:.0%}–{base['hi']:.0%}) "
-                    f"[{base['k']}/{base['n']}] | – | – | {base['seconds']:.0f} |")
-    for source, t in results.get("train", {}).items():
-        for r in sorted(t["rounds"], key=lambda x: x["round"]):
-            c, ev, tr = r["collect"], r.get("eval"), r["train"]
-            held = f"{ev['acc']:.0%} ({ev['lo']:.0%}–{ev['hi']:.0%}) [{ev['k']}/{ev['n']}]" if ev else "n/a"
-            rows.append(f"| {source} | {r['round']} | `{r['version']}` | {tr.get('rows', '–')} | "
-                        f"{c['mean_self_reward']:.2f} | {c['true_success']:.0%} ({c['episodes']} ep) | {held} | "
-                        f"{c['seconds']:.0f} | {tr.get('seconds', 0):.0f} | {ev['seconds'] if ev else 0:.0f} |")
-    return "\n".join(rows) + "\n"
-
-
-def write_plot(results: dict[str, Any], out_dir: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colors = {"verifier": "tab:blue", "majority": "tab:orange"}
-    n_versions = 1
-    for j, source in enumerate(results.get("train", {})):
-        vs = version_series(results, source)
-        n_versions = max(n_versions, len(vs))
-        c = colors.get(source)
-        dx = 0.04 * j  # nudge so overlapping points of the two sources stay visible
-        xs = [i for i, v in enumerate(vs) if v["heldout"] is not None]
-        ys = [vs[i]["heldout"] for i in xs]
-        err = [[max(0.0, vs[i]["heldout"] - vs[i]["heldout_lo"]) for i in xs],
-               [max(0.0, vs[i]["heldout_hi"] - vs[i]["heldout"]) for i in xs]]
-        ax.errorbar([x + dx for x in xs], ys, yerr=err, marker="o", capsize=3, color=c, label=f"{source}: held-out acc (verifier)")
-        px = [i for i, v in enumerate(vs) if v["pseudo"] is not None]
-        ax.plot([x + dx for x in px], [vs[i]["pseudo"] for i in px], marker="s", linestyle="--", color=c,
-                label=f"{source}: pseudo-reward (train-time)")
-    ax.set_xticks(range(n_versions))
-    ax.set_xlabel("policy version (0 = base; version i = after round i)")
-    ax.set_ylabel("rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title("arithmetic: self-reward (majority) vs verifier SFT", fontsize=9)
-    fig.tight_layout()
-    path = out_dir / "self_reward_training.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def findings(results: dict[str, Any]) -> str:
-    """Plain statements generated from the numbers."""
-    s = results["settings"]
-    lines = []
-    for g in results.get("gap", []):
-        m = g["metrics"]
-        if g["source"] == "verifier" or not m["n"]:
-            continue
-        gap = (m["self"]["p"] - m["truth"]["p"]) if m["n"] else 0.0
-        fpr = f"{m['fpr']['p']:.0%} of the truly wrong answers were judged correct" if m["fpr"]["n"] else \
-            "no truly wrong answers, so no false-positive rate"
-        overlap = not (m["self"]["lo"] > m["truth"]["hi"] or m["truth"]["lo"] > m["self"]["hi"])
-        tp = m["self"]["k"] - m["fpr"]["k"]
-        prec = (f"; of the {m['self']['k']} answers it judged correct {tp} were ({tp / m['self']['k']:.0%} precision, "
-                "the quality of its SFT data)") if m["self"]["k"] else "; it judged no answer correct (no SFT data)"
-        lines.append(
-            f"- **{g['source']}** on `{g['env']}`: self-reward says {m['self']['p']:.0%} correct, the verifier "
-            f"{m['truth']['p']:.0%} ({gap * 100:+.0f} points; the CIs "
-            f"{'overlap' if overlap else 'do not overlap'}); agreement {m['agreement']['p']:.0%}; {fpr}{prec}"
-            + (f"; {m['unreliable']} of {m['n']} attempts fell under the 0.6 agreement filter (reward 0)"
-               if g["source"] == "majority" else "") + ".")
-    for source in results.get("train", {}):
-        vs = version_series(results, source)
-        cps = collapse_points(vs)
-        held = " → ".join("n/a" if v["heldout"] is None else f"{v['heldout']:.0%}" for v in vs)
-        pseudo = " → ".join(f"{v['pseudo']:.2f}" for v in vs if v["pseudo"] is not None)
-        where = (f"the SRT collapse signature (pseudo-reward up, held-out accuracy down) appears at version "
-                 f"{', '.join(_collapse_detail(vs, i) for i in cps)}" if cps else
-                 "no collapse signature (pseudo-reward rising while held-out accuracy falls) between consecutive versions")
-        paired = ""
-        rounds = sorted(results["train"][source]["rounds"], key=lambda r: r["round"])
-        base = results.get("base_eval")
-        if base and rounds and rounds[-1].get("eval") and "outcomes" in base and "outcomes" in rounds[-1]["eval"]:
-            from bench.learning import mcnemar_p
-
-            last = rounds[-1]["eval"]["outcomes"]
-            wins, losses, p_up = mcnemar_p(last, base["outcomes"])
-            _, _, p_down = mcnemar_p(base["outcomes"], last)
-            paired = (f"; last version vs base, paired over {len(last)} tasks: +{wins} / −{losses} "
-                      f"(exact one-sided McNemar p = {min(p_up, p_down):.2f}, "
-                      f"{'significant' if min(p_up, p_down) < 0.05 else 'not significant'})")
-        lines.append(f"- **{source}** training: held-out accuracy by version {held}; pseudo-reward of the collected "
-                     f"episodes {pseudo}; {where}{paired}.")
-    base = results.get("base_eval")
-    if base:
-        lines.append(f"- With {base['n']} held-out tasks a 95% Wilson CI is about ±{(base['hi'] - base['lo']) / 2:.0%} "
-                     f"wide at {base['acc']:.0%}: differences smaller than that are noise. This is a small-N run "
-                     f"({s['episodes']} episodes, {s['steps']} SFT step(s) per round); it measures the harness and the "
-                     "size of the gap, not whether self-training eventually collapses at this model size.")
-    return "\n".join(lines) + "\n"
-
-
-def _collapse_detail(vs: list[dict[str, Any]], i: int) -> str:
-    """'i (pseudo a → b, held-out c → d, paired +w / −l, p = …)' for a collapse point."""
-    a, b = vs[i - 1], vs[i]
-    text = f"{i} (pseudo-reward {a['pseudo']:.2f} → {b['pseudo']:.2f}, held-out {a['heldout']:.0%} → {b['heldout']:.0%}"
-    if a.get("outcomes") and b.get("outcomes") and len(a["outcomes"]) == len(b["outcomes"]):
-        from bench.learning import mcnemar_p
-
-        lost, gained, p = mcnemar_p(a["outcomes"], b["outcomes"])  # p that version i-1 beats version i
-        text += (f"; paired: {lost} task(s) lost, {gained} gained, one-sided exact p = {p:.2f} — "
-                 f"{'a significant drop' if p < 0.05 else 'within noise, so only a candidate onset'}")
-    return text + ")"
-
-
-def render_doc(results: dict[str, Any], command: str, plot: Path | None, *, machine: str = "", when: str = "") -> str:
-    s = results["settings"]
-    smoke = ("> **SMOKE RUN (`--quick`)** — tiny numbers that only show the harness works.\n\n" if s.get("quick") else "")
-    img = f"![pseudo-reward and held-out accuracy per version](img/{plot.name})\n" if plot else ""
-    wall = results.get("wall_seconds")
-    n_eval = results["base_eval"]["n"] if results.get("base_eval") else s["eval_n"]
-    short = (f"; {s['eval_n']} were asked for, the eval split has only {n_eval} distinct tasks"
-             if n_eval < s["eval_n"] else "")
-    return f"""# Self-reward vs ground truth (`bench/self_reward.py`)
-
-{smoke}Model `{s['model']}` (SmolLM2-135M-Instruct when `default`), CPU. Settings: {s['episodes']} episodes per source
-and per round, one attempt per episode (no reflect/retry), temperature {TEMPERATURE}, ≤ {s['max_tokens']} new tokens;
-majority = SRT self-consistency with the default k = 4 extra samples (5 votes) and the 0.6 agreement filter;
-critique = the model's own `VERDICT: CORRECT/INCORRECT`; rubric = the model grades each rubric item MET / NOT MET
-(success iff score ≥ 0.7), its ground truth the code-checkable rubric items. Training: {s['rounds']} round(s) of
-collect → `train(method="{s['method']}", steps={s['steps']})` → promote → evaluate on the same {n_eval} held-out
-arithmetic tasks (greedy, first try, real verifier{short}). SFT trains on the episodes the *source* judged successful
-(majority: those agreeing with a reliable majority), restarting from the base each round on all episodes so far.
-Round 1 of training reuses part (a)'s episodes (same base policy and settings). **Small N: read the CIs.**
-
-## (a) Generation–verification gap
-
-Rates per attempt with 95% Wilson CIs and [k/n]. False-positive rate = P(self says correct | verifier says wrong).
-For `verifier` the feedback *is* the truth (the reference row).
-
-{gap_table(results)}
-## (b) Training at equal compute: verifier vs majority (arithmetic)
-
-"Pseudo-reward" is the mean self-reward (the training signal) of the episodes collected in that round, by the
-version before it; "held-out accuracy" is the version trained in that round. Equal compute = same episodes,
-steps and method per round; the wall times show what each source actually cost.
-
-{train_table(results)}
-{img}
-## What the numbers show
-
-{findings(results)}
-## Caveats
-
-- Majority's pseudo-reward counts an attempt under the 0.6 agreement filter as 0, so it is a lower bound on how
-  often the model agrees with itself, not an accuracy; its rise over rounds means the policy's samples agree more
-  (sharpening), which is the precondition SRT's collapse starts from, not by itself a collapse.
-- The trained SFT adapters see only the rows each source judged successful ("train rows"): a source with low recall
-  (majority) trains on fewer rows at the same step count; one with low precision (critique) would train on wrong answers.
-- A collapse flag compares consecutive versions only; with this few held-out tasks a one-task change moves accuracy by
-  {100 / max(n_eval, 1):.0f} points, so a flagged onset needs the paired p-value beside it before it means anything.
-
-## Reproduce
-
-_Command:_ `{command}`  \n_Whole run:_ {f'{wall / 60:.1f} min wall' if wall else 'n/a'}  \n_Machine:_ {machine}  \n_When:_ {when}  \n_Results file:_ `{s.get('results_path', '')}`
-"""
-
-
-def write_report(results: dict[str, Any], doc: Path) -> Path:
-    from bench._report import git_rev, machine
-
-    plot = write_plot(results, doc.parent / "img") if results.get("train") else None
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + f", commit {git_rev()}"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(render_doc(results, results["settings"].get("command", "?"), plot, machine=machine(), when=when))
-    return doc
-
-
-def save_results(path: Path, results: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
+__all__ = [  # what tests and callers import from here, whichever module defines it
+    "FULL", "QUICK", "Harness", "_collapse_detail", "_rate", "collapse_points", "findings", "gap_metrics", "gap_table",
+    "judged_pairs", "main", "parse_args", "render_doc", "save_results", "train_table", "version_series", "wilson",
+    "write_plot", "write_report",
+]
 
 
 # --------------------------------------------------------------------------- running (needs the model)
@@ -526,33 +254,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-class _PlainProgress:
-    """Enough of rich.progress.Progress for the harness, printing one line per phase."""
-
-    class _Console:
-        @staticmethod
-        def print(text: str) -> None:
-            print(text, flush=True)
-
-    console = _Console()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def add_task(self, *_: Any, **__: Any) -> int:
-        return 0
-
-    def update(self, _: int, description: str | None = None, **__: Any) -> None:
-        if description:
-            print(f"[{time.strftime('%H:%M:%S')}] {description}", flush=True)
-
-    def advance(self, _: int) -> None:
-        return None
-
-
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -573,20 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.plain or not sys.stdout.isatty():
-        progress = _PlainProgress()
-    else:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn())
+    progress = make_progress(plain=args.plain or not sys.stdout.isatty())
     start = time.perf_counter()
     with progress:
         asyncio.run(Harness(args, results, path, progress).run())
