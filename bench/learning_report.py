@@ -193,9 +193,12 @@ trains {s['steps_per_round']} optimizer step(s), promotes the new version and ev
 {s['eval_n']} held-out tasks per environment (greedy, ≤ 2 attempts, ≤ {s['max_tokens']} new tokens). `memory`
 never updates weights: it is evaluated with retrieval of past successes on. Compute = wall time of collection +
 training; tokens = tokens of the collected episodes. Budget per method: {s['budget_minutes']} min, ≤ {s['rounds']} rounds.
-Rewards: the training env's verifier, 0/1 (R3's bare retry reward, `retry_format_weight=0`). The target metric is
-first-try accuracy on `{s['envs'][0]}`; training runs on `{s.get('train_env', s['envs'][0])}` because a strict 0/1
-reward is all zeros at 135M (DESIGN.md, known pitfalls), so any strict gain must transfer from there.
+Rewards: the training env's verifier. R3 (`grpo-reflection`) gets the paper's bare 0/1 on the retry
+(`retry_format_weight=0`); plain `grpo` gets the env's reward for the first attempt, which for a train env with
+`untagged_credit=c` is 1 for the right number inside `<answer>` tags, c for the right number without them and 0
+otherwise (a bare strict 0/1 is almost always 0 at 135M: ~9% of its samples use the tags at all). Success — what
+SFT keeps, what memory retrieves and what every table counts — is strict in all cases. The target metric is
+first-try accuracy on `{s['envs'][0]}`.
 
 ## Results
 

@@ -3,7 +3,12 @@
 The knob (``terms``, ``digits``, ``operators``) exists so there is a band where a small model is
 right 20–60% of the time — the band where self-improvement has a signal. Measured on the embedded
 SmolLM2-135M: single-digit two-term sums are right ~46% of the time read leniently, 0% when the exact
-``<answer>`` format is required (``answer_format="strict"``).
+``<answer>`` format is required (``answer_format="strict"``; greedy, 32 held-out tasks; ~9% of its
+samples at temperature 0.7 use the tags at all).
+
+``untagged_credit`` (strict only) shapes the *reward* for RL without changing what counts as a success:
+the right number written without tags earns that partial reward, so GRPO has a gradient toward the
+format where a bare 0/1 strict reward is almost always zero.
 
     selfevolve envs sample arithmetic:digits=2,terms=3,operators=+- -n 3
 """
@@ -14,7 +19,7 @@ import random
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from .base import EnvConfig, Environment, Feedback, Task
 from .registry import register_environment
@@ -30,6 +35,22 @@ class ArithmeticConfig(EnvConfig):
         default="lenient",
         description="strict: only an integer inside <answer></answer> counts; lenient: else the last integer in the text.",
     )
+
+    untagged_credit: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="strict only: reward (not success) for the right number written without <answer> tags.",
+    )
+
+    @model_validator(mode="after")
+    def _credit_needs_strict(self) -> ArithmeticConfig:
+        if self.untagged_credit and self.answer_format != "strict":
+            raise ValueError(
+                f"untagged_credit={self.untagged_credit} only applies with answer_format=strict "
+                "(lenient already accepts untagged numbers): add answer_format=strict or drop untagged_credit"
+            )
+        return self
 
     @field_validator("operators")
     @classmethod
@@ -82,6 +103,19 @@ class Arithmetic(Environment):
             return tagged
         found = _INT.findall(text or "")
         return found[-1] if found else None
+
+    def verify(self, task: Task, text: str) -> Feedback:
+        feedback = super().verify(task, text)
+        if self.config.untagged_credit == 0 or feedback.success or feedback.answer is not None:
+            return feedback
+        found = _INT.findall(text or "")  # strict and no tagged answer: was the right number there, untagged?
+        if found and parse_int(found[-1]) == task.reference["value"]:
+            return Feedback.failure(
+                f"{found[-1]} is the right number, but it is not inside <answer></answer> tags, so it does not count. "
+                + self.answer_instruction,
+                reward=self.config.untagged_credit,
+            )
+        return feedback
 
     def check(self, task: Task, answer: str) -> Feedback:
         value = parse_int(answer)

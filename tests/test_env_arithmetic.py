@@ -47,6 +47,28 @@ def test_lenient_reads_last_integer_strict_needs_tags():
     assert not strict.verify(task, text).success
 
 
+def test_untagged_credit_shapes_reward_but_not_success():
+    env = get_environment("arithmetic:answer_format=strict,untagged_credit=0.5")
+    task = env.sample(1)[0]
+    value = task.reference["value"]
+    untagged = env.verify(task, f"{task.reference['expression']} = {value}")
+    assert untagged.reward == 0.5 and not untagged.success and "<answer>" in untagged.message
+    wrong = env.verify(task, f"{task.reference['expression']} = {value + 1}")
+    assert wrong.reward == 0.0 and not wrong.success
+    tagged = env.verify(task, f"<answer>{value}</answer>")
+    assert tagged.reward == 1.0 and tagged.success
+    assert env.verify(task, f"<answer>{value + 1}</answer> (it is {value})").reward == 0.0  # a wrong tagged answer earns nothing
+    # the plain strict env is unchanged: 0 for the untagged right number
+    assert get_environment("arithmetic:answer_format=strict").verify(task, str(value)).reward == 0.0
+
+
+def test_untagged_credit_needs_strict_and_a_sane_value():
+    with pytest.raises(ValueError, match="answer_format=strict"):
+        get_environment("arithmetic:untagged_credit=0.5")
+    with pytest.raises(ValueError, match="untagged_credit"):
+        get_environment("arithmetic:answer_format=strict,untagged_credit=1")
+
+
 def test_precedence_and_parse_int():
     assert _evaluate([2, 3, 4], ["+", "*"]) == 14
     assert _evaluate([2, 3, 4], ["-", "*"]) == -10
