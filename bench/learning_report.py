@@ -178,8 +178,11 @@ on one GPU). Expected at 1.5B from the paper: Countdown first try 6.0% → 34.9%
 
 
 def render_doc(results: dict[str, Any], command: str, plots: list[Path], *, machine: str = "", when: str = "",
-               smoke: bool = False, estimate: str = "") -> str:
+               smoke: bool = False, estimate: str = "", notes: str = "") -> str:
+    """The whole docs/learning.md. ``notes``: hand-written reading of the numbers (markdown), kept verbatim
+    under "Findings" so re-rendering from results.json never loses it."""
     s = results["settings"]
+    findings = f"## Findings\n\n{notes.strip()}\n\n" if notes.strip() else ""
     banner = ("> **SMOKE RUN (`--quick`), not the result.** Tiny numbers (8-task evals) that only show the harness "
               "works end to end; the CIs are too wide to conclude anything. The full run has not been executed.\n\n"
               if smoke else "")
@@ -200,7 +203,7 @@ otherwise (a bare strict 0/1 is almost always 0 at 135M: ~9% of its samples use 
 SFT keeps, what memory retrieves and what every table counts — is strict in all cases. The target metric is
 first-try accuracy on `{s['envs'][0]}`.
 
-## Results
+{findings}## Results
 
 {table(results)}
 {imgs}

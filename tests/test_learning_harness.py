@@ -131,6 +131,9 @@ def test_plots_and_doc(results, tmp_path):
     assert "SMOKE RUN" in doc and "## What did not improve" in doc and "## Recipe for a larger model" in doc
     assert "![learning_countdown](img/learning_countdown.png)" in doc
     assert "5e-7" in doc and "0.001" in doc
+    assert "## Findings" not in doc
+    noted = L.render_doc(results, "cmd", paths, notes="R3 got no reward.\n")
+    assert "## Findings\n\nR3 got no reward." in noted and noted.index("## Findings") < noted.index("## Results")
 
 
 def test_cost_estimate_extrapolates_quick_runs(results):
