@@ -199,9 +199,12 @@ training; tokens = tokens of the collected episodes. Budget per method: {s['budg
 Rewards: the training env's verifier. R3 (`grpo-reflection`) gets the paper's bare 0/1 on the retry
 (`retry_format_weight=0`); plain `grpo` gets the env's reward for the first attempt, which for a train env with
 `untagged_credit=c` is 1 for the right number inside `<answer>` tags, c for the right number without them and 0
-otherwise (a bare strict 0/1 is almost always 0 at 135M: ~9% of its samples use the tags at all). Success — what
-SFT keeps, what memory retrieves and what every table counts — is strict in all cases. The target metric is
-first-try accuracy on `{s['envs'][0]}`.
+otherwise (a bare strict 0/1 is almost always 0 at 135M: ~9% of its samples use the tags at all). `sft` trains on
+strict successes plus, with `reformat_answers` on (the default), failed first attempts whose number was right but
+untagged, the number put into `<answer>` tags by the env's `reformat` hook and re-verified — the model's own
+words and number, the format fixed. Success — what memory retrieves and what every table counts — is strict in all
+cases. The target metric is first-try accuracy on `{s['envs'][0]}`; a lenient `arithmetic` eval (same
+tasks, any final number counts), if listed, tells a learned format apart from learned arithmetic.
 
 {findings}## Results
 

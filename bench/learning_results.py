@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 METHODS = ("grpo-reflection", "grpo", "sft", "memory")
-DEFAULT_ENVS = ("arithmetic:answer_format=strict", "countdown")
+# The target first; lenient `arithmetic` reads the same tasks' answers without the format, so it separates
+# "learned the answer format" from "learned to add"; countdown is the forgetting check.
+DEFAULT_ENVS = ("arithmetic:answer_format=strict", "countdown", "arithmetic")
 # The 135M boundary band: ~46% right read leniently, 0% strict; the partial reward for an untagged right number
 # gives GRPO a gradient toward the format (success stays strict). Same held-out tasks as the strict eval env.
 DEFAULT_TRAIN_ENV = "arithmetic:answer_format=strict,untagged_credit=0.5"

@@ -117,6 +117,23 @@ class Arithmetic(Environment):
             )
         return feedback
 
+    def reformat(self, task: Task, text: str) -> str | None:
+        """Strict only: wrap the last integer of an untagged response in ``<answer>`` tags, in place.
+
+        >>> env = Arithmetic(answer_format="strict")
+        >>> env.reformat(env.sample(1)[0], "2 + 1 = 3.")
+        '2 + 1 = <answer>3</answer>.'
+        >>> env.reformat(env.sample(1)[0], "<answer>3</answer>") is None  # already in the format
+        True
+        """
+        if self.config.answer_format != "strict" or super().extract_answer(text) is not None:
+            return None
+        found = list(_INT.finditer(text or ""))
+        if not found:
+            return None
+        m = found[-1]
+        return f"{text[:m.start()]}<answer>{m.group()}</answer>{text[m.end():]}"
+
     def check(self, task: Task, answer: str) -> Feedback:
         value = parse_int(answer)
         if value is None:

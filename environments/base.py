@@ -227,6 +227,18 @@ class Environment(ABC):
             return Feedback.failure(self.missing_answer_message(text))
         return self.check(task, answer)
 
+    def reformat(self, task: Task, text: str) -> str | None:
+        """``text`` with its answer rewritten into the format ``answer_instruction`` asks for, or ``None``.
+
+        Optional hook (default: ``None``, nothing to repair). An environment whose verifier rejects answers
+        for their *form* (e.g. a right number outside ``<answer>`` tags) may return the same response with
+        the answer it can read put into the required form. It must not change *what* the answer is: the
+        trainer re-verifies the result and keeps it only if it succeeds, and never uses this on held-out
+        tasks. This is how the SFT method learns an answer format from responses that were right in
+        substance (``SelfEvolveSFTConfig.reformat_answers``; docs/learning.md).
+        """
+        return None
+
     def describe(self) -> str:
         doc = (type(self).__doc__ or "").strip().splitlines()
         return doc[0] if doc else ""

@@ -81,3 +81,17 @@ def test_bad_options_name_the_field():
         get_environment("arithmetic:operators=/")
     with pytest.raises(ValueError, match="Valid options"):
         get_environment("arithmetic:colour=red")
+
+
+def test_reformat_tags_the_last_number_in_place_and_only_in_strict_mode():
+    strict, lenient = get_environment("arithmetic:answer_format=strict"), get_environment("arithmetic")
+    task = strict.sample(1)[0]
+    value = task.reference["value"]
+    fixed = strict.reformat(task, f"{task.reference['expression']} = {value}. Done")
+    assert fixed == f"{task.reference['expression']} = <answer>{value}</answer>. Done"
+    assert strict.verify(task, fixed).success
+    wrong = strict.reformat(task, f"It is {value + 1}")
+    assert wrong == f"It is <answer>{value + 1}</answer>" and not strict.verify(task, wrong).success  # form, not content
+    assert strict.reformat(task, "no number here") is None
+    assert strict.reformat(task, f"<answer>{value + 1}</answer>") is None  # already tagged: nothing to repair
+    assert lenient.reformat(task, f"= {value}") is None  # lenient reads untagged numbers already

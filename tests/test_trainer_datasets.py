@@ -137,3 +137,52 @@ def test_verifier_rows_carry_no_label_and_unlabelled_self_reward_rows_are_droppe
     from trainer.train import NotEnoughDataError, build_dataset
     with pytest.raises(NotEnoughDataError, match="no pseudo-label"):
         build_dataset("grpo", [rubric])
+
+
+def test_sft_reformat_adds_right_but_malformed_first_attempts_only():
+    from environments import get_environment
+    from memory.records import Attempt, Episode, ModelCall
+
+    env = get_environment("arithmetic:answer_format=strict")
+    t = env.sample(3, "train", seed=5)
+
+    def untagged(task, text):
+        fb = env.verify(task, text)
+        assert not fb.success
+        return Episode(env=task.env, task=task, attempts=[
+            Attempt(index=0, solve=ModelCall(node="solve", messages=task.messages(), output=text), feedback=fb)])
+
+    right = untagged(t[0], f"{t[0].reference['expression']} = {t[0].reference['value']}")
+    wrong = untagged(t[1], f"It is {t[1].reference['value'] + 1}")
+    empty = untagged(t[2], "I am not sure.")
+    assert len(D.sft_dataset([right, wrong, empty])) == 0  # strict successes only by default
+    ds = D.sft_dataset([right, wrong, empty], reformat=True)
+    assert ds["episode_id"] == [right.id] and ds["kind"] == ["reformatted"]
+    completion = ds[0]["completion"][0]["content"]
+    assert completion.endswith(f"= <answer>{t[0].reference['value']}</answer>") and env.verify(t[0], completion).success
+    assert ds[0]["prompt"] == D.with_system(t[0].messages())
+    # self-reward episodes never consult the verifier through reformat
+    majority = right.model_copy(update={"feedback_source": "majority"})
+    assert len(D.sft_dataset([majority], reformat=True)) == 0
+
+
+def test_build_dataset_sft_reformat_switch_and_config_default():
+    import pytest
+
+    from environments import get_environment
+    from memory.records import Attempt, Episode, ModelCall
+    from trainer.config import config_for
+    from trainer.train import NotEnoughDataError, build_dataset
+
+    env = get_environment("arithmetic:answer_format=strict")
+    task = env.sample(1, "train", seed=2)[0]
+    text = f"{task.reference['expression']} = {task.reference['value']}"
+    ep = Episode(env=task.env, task=task, attempts=[
+        Attempt(index=0, solve=ModelCall(node="solve", messages=task.messages(), output=text),
+                feedback=env.verify(task, text))])
+    with pytest.raises(NotEnoughDataError, match="no successful episode"):
+        build_dataset("sft", [ep], reformat=False)
+    assert build_dataset("sft", [ep], reformat=True)["kind"] == ["reformatted"]
+    cfg = config_for("sft", output_dir="unused", max_steps=1)
+    assert cfg.reformat_answers is True and cfg.learning_rate == 5e-4
+    assert config_for("sft", output_dir="unused", max_steps=1, reformat_answers=False).reformat_answers is False

@@ -162,22 +162,38 @@ def first_attempt_dataset(episodes: Sequence[Episode], env: str | None = None, u
     return _from_rows(rows, FIRST_ATTEMPT_COLUMNS)
 
 
-SFT_COLUMNS = ("prompt", "completion", "episode_id")
+SFT_COLUMNS = ("prompt", "completion", "episode_id", "kind")
 
 
-def sft_dataset(episodes: Sequence[Episode], env: str | None = None) -> Dataset:
+def sft_dataset(episodes: Sequence[Episode], env: str | None = None, reformat: bool = False) -> Dataset:
     """Successful trajectories (STaR / rejection-sampling fine-tuning): the successful solve call.
 
     The prompt is that call's recorded input (for a recovered episode it contains the failed attempt and
-    the reflection, so the model learns to use its reflection); the completion is its output. A success
-    whose feedback is unreliable is skipped.
+    the reflection, so the model learns to use its reflection); the completion is its output
+    (``kind="success"``). A success whose feedback is unreliable is skipped.
+
+    ``reformat``: also keep a failed *first* attempt that was right in substance but not in form — its
+    environment's :meth:`~environments.Environment.reformat` rewrites the answer into the required format
+    and the rewritten text must then pass the verifier (``kind="reformatted"``: the model's own words and
+    answer, the format fixed). Like :func:`rationalize` this consults the verifier, so it only takes
+    verifier-feedback episodes; at most one such row per episode.
     """
     rows = []
+    envs: dict[str, object] = {}
     for ep in episodes:
-        if not _usable(ep, env) or not ep.success or not ep.attempts[-1].feedback.reliable:
+        if not _usable(ep, env):
             continue
-        call = ep.attempts[-1].solve
-        rows.append({"prompt": with_system(call.messages), "completion": assistant(call.output), "episode_id": ep.id})
+        if ep.success and ep.attempts[-1].feedback.reliable:
+            call = ep.attempts[-1].solve
+            rows.append({"prompt": with_system(call.messages), "completion": assistant(call.output),
+                         "episode_id": ep.id, "kind": "success"})
+        if reformat and not ep.first_success and not _self_reward(ep):
+            first = ep.attempts[0].solve
+            environment = envs.get(ep.task.env) or envs.setdefault(ep.task.env, get_environment(ep.task.env))
+            fixed = environment.reformat(ep.task, first.output)
+            if fixed is not None and fixed != first.output and environment.verify(ep.task, fixed).success:
+                rows.append({"prompt": with_system(first.messages), "completion": assistant(fixed),
+                             "episode_id": ep.id, "kind": "reformatted"})
     return _from_rows(rows, SFT_COLUMNS)
 
 
@@ -215,7 +231,7 @@ def rationalize(
     for ep, text in zip(failed, outputs, strict=True):
         if get_environment(ep.task.env).verify(ep.task, text).success:
             rows.append({"prompt": with_system(ep.attempts[0].solve.messages), "completion": assistant(text),
-                         "episode_id": ep.id})
+                         "episode_id": ep.id, "kind": "rationalized"})
     return _from_rows(rows, SFT_COLUMNS)
 
 

@@ -41,8 +41,11 @@ class NotEnoughDataError(ValueError):
     """Memory has too few usable episodes for the method (the message says what to run first)."""
 
 
-def build_dataset(method: str, episodes: list, env: str | None = None):
-    """The dataset of ``method`` from ``episodes``, or NotEnoughDataError naming the command to run."""
+def build_dataset(method: str, episodes: list, env: str | None = None, reformat: bool = False):
+    """The dataset of ``method`` from ``episodes``, or NotEnoughDataError naming the command to run.
+
+    ``reformat`` (sft only): also train on first attempts that were right but malformed, with the answer
+    put into the required format (:func:`trainer.datasets.sft_dataset`)."""
     where = f"env {env}" if env else "any env"
     run_hint = f"run `selfevolve run --env {env or 'ENV'} --episodes 64` first"
     if method == "grpo-reflection":
@@ -50,7 +53,8 @@ def build_dataset(method: str, episodes: list, env: str | None = None):
     elif method == "grpo":
         ds, what = D.first_attempt_dataset(episodes, env), "episode"
     elif method == "sft":
-        ds, what = D.sft_dataset(episodes, env), "successful episode"
+        ds = D.sft_dataset(episodes, env, reformat=reformat)
+        what = "successful episode" + (" (nor a first attempt its env could reformat into one)" if reformat else "")
     elif method == "dpo":
         ds, what = D.dpo_dataset(episodes, env), "task with both a successful and a failed attempt/reflection"
     else:
@@ -148,17 +152,19 @@ def train(
         parent = lib.get_model_version(meta["parent"]) if meta["parent"] else lib.serving_version()
         env = meta.get("env", env)
     else:
-        parent = lib.serving_version()
-        dataset = build_dataset(method, lib.episodes(env=env), env)
+        parent, dataset = lib.serving_version(), None
         version_id = registry.next_version_id(lib, method)
         run_dir = workspace / "runs" / f"train-{version_id}"
+
+    config = config_for(method, output_dir=str(run_dir), gpu=gpu, max_steps=steps, env=env, **(overrides or {}))
+    if dataset is None:  # a fresh run: select from memory, then keep the exact dataset beside the checkpoints
+        dataset = build_dataset(method, lib.episodes(env=env), env, reformat=getattr(config, "reformat_answers", False))
         run_dir.mkdir(parents=True, exist_ok=True)
         dataset.save_to_disk(str(run_dir / "dataset"))
         meta = {"version_id": version_id, "parent": parent.id, "method": method, "env": env, "steps": steps,
                 "overrides": overrides or {}, "started_at": time.time()}
         (run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
 
-    config = config_for(method, output_dir=str(run_dir), gpu=gpu, max_steps=steps, env=env, **(overrides or {}))
     base_model = parent.base_model if parent.base_model else config.base_model
     if config.base_model != "default":
         base_model = config.base_model
