@@ -243,8 +243,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--train-overrides", help="JSON object of extra trainer config fields.")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice).")
     ap.add_argument("--doc", type=Path, default=DOC, help="Markdown to write; its plots go to <doc dir>/img/.")
-    ap.add_argument("--notes", type=Path, default=ROOT / "docs" / "learning_notes.md",
-                    help="Hand-written findings (markdown) put verbatim into the doc, if the file exists.")
+    ap.add_argument("--notes", type=Path,
+                    help="Hand-written findings (markdown) put verbatim into the doc, if the file exists "
+                         "(default: learning_notes.md beside --doc, so a smoke run elsewhere gets none).")
     ap.add_argument("--report-only", action="store_true", help="Only re-render the doc from results.json.")
     args = ap.parse_args(argv)
     preset = QUICK if args.quick else FULL
@@ -272,7 +273,8 @@ def write_report(args: argparse.Namespace, results: dict[str, Any], command: str
     plots = write_plots(results, args.doc.parent / "img")
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + f", commit {git_rev()}"
     args.doc.parent.mkdir(parents=True, exist_ok=True)
-    notes = args.notes.read_text() if args.notes and args.notes.exists() else ""
+    notes_path = args.notes or args.doc.parent / "learning_notes.md"
+    notes = notes_path.read_text() if notes_path.exists() else ""
     args.doc.write_text(render_doc(results, command, plots, machine=machine(), when=when, smoke=args.quick,
                                    estimate=cost_estimate(results, wall_s), notes=notes))
     return args.doc

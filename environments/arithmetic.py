@@ -108,10 +108,11 @@ class Arithmetic(Environment):
         feedback = super().verify(task, text)
         if self.config.untagged_credit == 0 or feedback.success or feedback.answer is not None:
             return feedback
-        found = _INT.findall(text or "")  # strict and no tagged answer: was the right number there, untagged?
-        if found and parse_int(found[-1]) == task.reference["value"]:
+        fixed = self.reformat(task, text)  # strict and no tagged answer: was the right number there, untagged?
+        number = self.extract_answer(fixed) if fixed is not None else None
+        if number is not None and self.check(task, number).success:
             return Feedback.failure(
-                f"{found[-1]} is the right number, but it is not inside <answer></answer> tags, so it does not count. "
+                f"{number} is the right number, but it is not inside <answer></answer> tags, so it does not count. "
                 + self.answer_instruction,
                 reward=self.config.untagged_credit,
             )
@@ -126,7 +127,7 @@ class Arithmetic(Environment):
         >>> env.reformat(env.sample(1)[0], "<answer>3</answer>") is None  # already in the format
         True
         """
-        if self.config.answer_format != "strict" or super().extract_answer(text) is not None:
+        if self.config.answer_format != "strict" or self.extract_answer(text) is not None:
             return None
         found = list(_INT.finditer(text or ""))
         if not found:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import doctest
 
+import pytest
+
 import trainer.datasets as D
-from tests.trainer_factories import correct_text, make_episode, mixed_episodes, tasks
+from environments import get_environment
+from tests.trainer_factories import correct_text, make_episode, mixed_episodes, single_attempt_episode, tasks
+
+STRICT = "arithmetic:answer_format=strict"
 
 
 def test_doctests():
@@ -132,7 +137,6 @@ def test_verifier_rows_carry_no_label_and_unlabelled_self_reward_rows_are_droppe
     assert refl["episode_id"] == [plain.id] and refl["feedback_source"] == ["verifier"] and refl["label"] == [None]
     assert len(D.first_attempt_dataset([rubric])) == 0 and D.dropped_unlabelled([plain, rubric]) == 1
     assert len(D.sft_dataset([rubric])) == 1  # sft uses the recorded (reliable) success, no reward needed
-    import pytest
 
     from trainer.train import NotEnoughDataError, build_dataset
     with pytest.raises(NotEnoughDataError, match="no pseudo-label"):
@@ -140,21 +144,12 @@ def test_verifier_rows_carry_no_label_and_unlabelled_self_reward_rows_are_droppe
 
 
 def test_sft_reformat_adds_right_but_malformed_first_attempts_only():
-    from environments import get_environment
-    from memory.records import Attempt, Episode, ModelCall
-
-    env = get_environment("arithmetic:answer_format=strict")
+    env = get_environment(STRICT)
     t = env.sample(3, "train", seed=5)
-
-    def untagged(task, text):
-        fb = env.verify(task, text)
-        assert not fb.success
-        return Episode(env=task.env, task=task, attempts=[
-            Attempt(index=0, solve=ModelCall(node="solve", messages=task.messages(), output=text), feedback=fb)])
-
-    right = untagged(t[0], f"{t[0].reference['expression']} = {t[0].reference['value']}")
-    wrong = untagged(t[1], f"It is {t[1].reference['value'] + 1}")
-    empty = untagged(t[2], "I am not sure.")
+    right = single_attempt_episode(STRICT, t[0], f"{t[0].reference['expression']} = {t[0].reference['value']}")
+    wrong = single_attempt_episode(STRICT, t[1], f"It is {t[1].reference['value'] + 1}")
+    empty = single_attempt_episode(STRICT, t[2], "I am not sure.")
+    assert not any(ep.success for ep in (right, wrong, empty))
     assert len(D.sft_dataset([right, wrong, empty])) == 0  # strict successes only by default
     ds = D.sft_dataset([right, wrong, empty], reformat=True)
     assert ds["episode_id"] == [right.id] and ds["kind"] == ["reformatted"]
@@ -167,19 +162,11 @@ def test_sft_reformat_adds_right_but_malformed_first_attempts_only():
 
 
 def test_build_dataset_sft_reformat_switch_and_config_default():
-    import pytest
-
-    from environments import get_environment
-    from memory.records import Attempt, Episode, ModelCall
     from trainer.config import config_for
     from trainer.train import NotEnoughDataError, build_dataset
 
-    env = get_environment("arithmetic:answer_format=strict")
-    task = env.sample(1, "train", seed=2)[0]
-    text = f"{task.reference['expression']} = {task.reference['value']}"
-    ep = Episode(env=task.env, task=task, attempts=[
-        Attempt(index=0, solve=ModelCall(node="solve", messages=task.messages(), output=text),
-                feedback=env.verify(task, text))])
+    task = get_environment(STRICT).sample(1, "train", seed=2)[0]
+    ep = single_attempt_episode(STRICT, task, f"{task.reference['expression']} = {task.reference['value']}")
     with pytest.raises(NotEnoughDataError, match="no successful episode"):
         build_dataset("sft", [ep], reformat=False)
     assert build_dataset("sft", [ep], reformat=True)["kind"] == ["reformatted"]

@@ -65,6 +65,14 @@ def make_episode(
     return Episode(env=task.env, task=task, attempts=attempts)
 
 
+def single_attempt_episode(env_spec: str, task: Task, text: str) -> Episode:
+    """One first attempt answering ``text``, verified by ``env_spec`` (no reflection, no retry)."""
+    fb = get_environment(env_spec).verify(task, text)
+    return Episode(env=task.env, task=task, attempts=[
+        Attempt(index=0, solve=ModelCall(node="solve", messages=task.messages(), output=text), answer=fb.answer,
+                feedback=fb)])
+
+
 def mixed_episodes(n_tasks: int = 4, seed: int = 0) -> list[Episode]:
     """Per task: one first-try success, one recovered (good reflection), one unrecovered (bad reflection)."""
     out: list[Episode] = []

@@ -26,6 +26,7 @@ GRPO), :func:`sft_dataset` and :func:`rationalize` (STaR), :func:`dpo_dataset` (
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections import defaultdict
@@ -37,6 +38,8 @@ from environments import Task, get_environment
 from memory.records import Attempt, Episode
 
 Messages = list[dict[str, str]]
+# One instance per env spec for the builders that re-verify (an env is a pure function of its spec).
+_environment = functools.lru_cache(maxsize=64)(get_environment)
 
 
 def with_system(messages: Sequence[dict[str, str]]) -> Messages:
@@ -179,7 +182,6 @@ def sft_dataset(episodes: Sequence[Episode], env: str | None = None, reformat: b
     verifier-feedback episodes; at most one such row per episode.
     """
     rows = []
-    envs: dict[str, object] = {}
     for ep in episodes:
         if not _usable(ep, env):
             continue
@@ -189,9 +191,9 @@ def sft_dataset(episodes: Sequence[Episode], env: str | None = None, reformat: b
                          "episode_id": ep.id, "kind": "success"})
         if reformat and not ep.first_success and not _self_reward(ep):
             first = ep.attempts[0].solve
-            environment = envs.get(ep.task.env) or envs.setdefault(ep.task.env, get_environment(ep.task.env))
+            environment = _environment(ep.task.env)
             fixed = environment.reformat(ep.task, first.output)
-            if fixed is not None and fixed != first.output and environment.verify(ep.task, fixed).success:
+            if fixed is not None and environment.verify(ep.task, fixed).success:
                 rows.append({"prompt": with_system(first.messages), "completion": assistant(fixed),
                              "episode_id": ep.id, "kind": "reformatted"})
     return _from_rows(rows, SFT_COLUMNS)
@@ -229,7 +231,7 @@ def rationalize(
         raise ValueError(f"generate returned {len(outputs)} completions for {len(hinted)} prompts")
     rows = []
     for ep, text in zip(failed, outputs, strict=True):
-        if get_environment(ep.task.env).verify(ep.task, text).success:
+        if _environment(ep.task.env).verify(ep.task, text).success:
             rows.append({"prompt": with_system(ep.attempts[0].solve.messages), "completion": assistant(text),
                          "episode_id": ep.id, "kind": "rationalized"})
     return _from_rows(rows, SFT_COLUMNS)
