@@ -76,7 +76,9 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
             self.event("stop_requested", reason=reason)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.request_stop(f"signal {signal.Signals(signum).name}")
+        # `selfevolve stop` writes its request before it signals: name that request, not the signal, whichever
+        # the loop notices first, so the recorded reason does not depend on a race.
+        self.request_stop(control.stop_requested(self.workspace) or f"signal {signal.Signals(signum).name}")
         signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
 
     def check_stop(self) -> bool:
