@@ -8,7 +8,17 @@
 See docs/environments.md for writing a new one.
 """
 
-from .base import BARE_FEEDBACK, SPLITS, EnvConfig, Environment, Feedback, Message, Split, Task, normalize_answer
+from .base import (
+    BARE_FEEDBACK,
+    SPLITS,
+    EnvConfig,
+    Environment,
+    Feedback,
+    Message,
+    Split,
+    Task,
+    normalize_answer,
+)
 from .registry import (
     ENTRY_POINT_GROUP,
     get_environment,
