@@ -27,6 +27,12 @@ def _parser() -> argparse.ArgumentParser:
         run.add_argument(f"--{name}", type=int)
     run.add_argument("--model", default="default")
     run.add_argument("--no-report", action="store_true")
+    planted = sub.add_parser("planted", help="instruction with an example answer value vs without, paired")
+    planted.add_argument("--out", type=Path, default=Path("runs/reflection"))
+    planted.add_argument("--specs", nargs="+", default=None)
+    planted.add_argument("-n", type=int, default=160)
+    planted.add_argument("--seed", type=int, default=7)
+    planted.add_argument("--model", default="default")
     report = sub.add_parser("report", help="write docs/reflection.md from --out alone")
     report.add_argument("--out", type=Path, default=Path("runs/reflection"))
     report.add_argument("--doc", type=Path, default=Path("docs/reflection.md"))
@@ -41,6 +47,12 @@ def main(argv: list[str] | None = None) -> None:
         rows = bands(args.model, args.specs, args.n, args.tokens, args.greedy)
         if args.json:
             args.json.write_text(json.dumps(rows, indent=1))
+        return
+    if args.cmd == "planted":
+        from .planted import DEFAULT_SPECS
+        from .planted import main as planted
+
+        print(planted(args.model, args.specs or list(DEFAULT_SPECS), args.n, args.seed, args.out))
         return
     if args.cmd == "run":
         from .study import run

@@ -20,11 +20,11 @@ from trainer.gate import wilson
 
 
 async def measure(model: str, specs: list[str], n: int, tokens: int, greedy: bool) -> list[dict]:
+    envs = {spec: get_environment(spec) for spec in specs}  # every spec checked before the model loads
     policy = load_policy(model)
     rows = []
     try:
-        for spec in specs:
-            env = get_environment(spec)
+        for spec, env in envs.items():
             tasks = unique_eval_tasks(env, n, seed=7)
             for temperature in ([0.0] if greedy else []) + [0.7]:
                 t0 = time.perf_counter()
@@ -35,6 +35,8 @@ async def measure(model: str, specs: list[str], n: int, tokens: int, greedy: boo
                 rows.append({"spec": spec, "temperature": temperature, "n": len(ok), "accuracy": sum(ok) / len(ok),
                              "ci": [lo, hi], "mean_tokens": sum(c.completion_tokens for c in outs) / len(outs),
                              "seconds": time.perf_counter() - t0})
+                print(f"{spec} T={temperature}: {sum(ok)}/{len(ok)} right, {rows[-1]['mean_tokens']:.0f} tokens, "
+                      f"{rows[-1]['seconds']:.0f} s", flush=True)
     finally:
         await policy.aclose()
     return rows

@@ -89,6 +89,26 @@ def _paired_table(results: list[dict]) -> list[str]:
     return lines
 
 
+def _planted_section(out: Path) -> list[str]:
+    path = out / "planted.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    lines = ["## An example value in the instruction (before) vs a placeholder-free one (after)", "",
+             f"Same {data['n']} held-out tasks per row, one attempt each under either instruction; exact McNemar on "
+             f"the discordant tasks. `copied` = answers equal to the planted example. Command: "
+             f"`python -m bench.experiments.reflection planted --out {out} -n {data['n']}`.", "",
+             "| env | T | metric | before | after | only after / only before | p |", "|---|---:|---|---:|---:|---:|---:|"]
+    for row in data["summary"]:
+        for metric in ("lenient", "strict", "copied"):
+            m = row[metric]
+            if metric == "strict" and not row["spec"].startswith("arithmetic"):
+                continue
+            lines.append(f"| `{row['spec']}` | {row['temperature']:.1f} | {metric} | {_pct(m['before'])} | "
+                         f"{_pct(m['after'])} | {m['only_after']} / {m['only_before']} | {m['p']:.3g} |")
+    return [*lines, ""]
+
+
 def write_report(out: Path, doc: Path, notes: Path | None = None) -> Path:
     settings = json.loads((out / "settings.json").read_text())
     envs = json.loads((out / "envs.json").read_text()) if (out / "envs.json").exists() else []
@@ -113,7 +133,7 @@ def write_report(out: Path, doc: Path, notes: Path | None = None) -> Path:
     ]
     for r in results:
         parts += [*_arm_table(r, k), ""]
-    parts += ["## Paired comparisons (same failures)", "", *_paired_table(results), ""]
+    parts += ["## Paired comparisons (same failures)", "", *_paired_table(results), "", *_planted_section(out)]
     if notes.exists():
         parts += ["## Findings", "", notes.read_text().strip(), ""]
     doc.parent.mkdir(parents=True, exist_ok=True)
