@@ -11,14 +11,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# Each env at a setting where the embedded 135M model's first try is right 20–60% of the time (measured with
-# the ``bands`` command; the numbers are in docs/reflection.md). Chosen so the eval split has far more than
-# ``failures`` distinct tasks.
+# Each env at its easiest sensible setting for the embedded 135M model, measured with the ``bands`` command
+# (runs/bands*.json; numbers in docs/reflection.md): arithmetic:digits=2 is right 30% greedy / 11% at T=0.7
+# and its eval split has ~1,600 distinct tasks; the other three are at 0% even there (the model never
+# writes the answer format), which the study reports as it is.
 DEFAULT_BANDS: tuple[str, ...] = (
     "arithmetic:digits=2",
     "countdown:min_numbers=2,max_numbers=2,max_number=20",
+    "reasoning_gym:leg_counting,min_animals=1,max_animals=2",
     "function_calling:num_tools=2",
-    "reasoning_gym:basic_arithmetic,min_terms=2,max_terms=2,min_digits=1,max_digits=2",
 )
 ARMS: tuple[str, ...] = ("a", "b", "c", "e", "d", "a_bare", "b_bare", "e_bare")
 MEASUREMENT_KEYS = ("model", "failures", "k", "temperature", "top_p", "solve_tokens", "reflect_tokens", "seed",
