@@ -94,3 +94,23 @@ def test_report_shows_the_known_rates_and_a_significant_difference(ran) -> None:
     assert "| a | reflect, retry in the same conversation (R3) | 0.0% [0.0, 0.0]" in text
     row = next(line for line in text.splitlines() if "| e − a |" in line)
     assert "+100.0 pts" in row and float(row.rsplit("|", 2)[1]) < 0.05
+
+
+def test_repaired_seeds_are_right_numbers_put_into_the_tags_and_reverified() -> None:
+    from bench.experiments.reflection.retrieval import repaired
+    from environments import get_environment
+    from memory.records import Attempt, Episode, ModelCall
+
+    env = get_environment("arithmetic:digits=2,answer_format=strict")
+    tasks = env.sample(3, seed=1)
+    texts = [f"{tasks[0].question[8:-1]} = {tasks[0].reference['value']}",  # right, untagged: repaired
+             f"= {tasks[1].reference['value'] + 1}",  # wrong number: not repaired
+             f"<answer>{tasks[2].reference['value']}</answer>"]  # already a success: nothing to repair
+    episodes = []
+    for t, text in zip(tasks, texts, strict=True):
+        fb = env.verify(t, text)
+        call = ModelCall(node="solve", messages=t.messages(), output=text)
+        episodes.append(Episode(env=env.spec, task=t, attempts=[Attempt(index=0, solve=call, answer=fb.answer, feedback=fb)]))
+    [seed] = repaired(episodes, env)
+    assert seed.task.id == tasks[0].id and seed.success and "<answer>" in seed.attempts[0].solve.output
+    assert seed.metadata["seeded_by"] == "reformat"

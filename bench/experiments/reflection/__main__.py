@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     planted.add_argument("-n", type=int, default=160)
     planted.add_argument("--seed", type=int, default=7)
     planted.add_argument("--model", default="default")
+    retrieval = sub.add_parser("retrieval", help="first-try accuracy with and without memory hints, paired")
+    retrieval.add_argument("--out", type=Path, default=Path("runs/reflection"))
+    retrieval.add_argument("--spec", default="arithmetic:digits=2")
+    retrieval.add_argument("-n", type=int, default=160)
+    retrieval.add_argument("--train", type=int, default=256, help="train tasks attempted once to fill the library")
+    retrieval.add_argument("--model", default="default")
     report = sub.add_parser("report", help="write docs/reflection.md from --out alone")
     report.add_argument("--out", type=Path, default=Path("runs/reflection"))
     report.add_argument("--doc", type=Path, default=Path("docs/reflection.md"))
@@ -53,6 +59,11 @@ def main(argv: list[str] | None = None) -> None:
         from .planted import main as planted
 
         print(planted(args.model, args.specs or list(DEFAULT_SPECS), args.n, args.seed, args.out))
+        return
+    if args.cmd == "retrieval":
+        from .retrieval import main as retrieval
+
+        print(retrieval(args.model, args.spec, args.n, args.train, args.out))
         return
     if args.cmd == "run":
         from .study import run

@@ -109,6 +109,26 @@ def _planted_section(out: Path) -> list[str]:
     return [*lines, ""]
 
 
+def _retrieval_section(out: Path) -> list[str]:
+    path = out / "retrieval.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    libs = "; ".join(f"{k}: {v['successes']} successes of {v['episodes']}" for k, v in data["library"].items())
+    lines = ["## Memory retrieval, no weight update", "",
+             f"First try through the episode graph with retrieval off vs on, the same {data['n']} held-out tasks; the "
+             f"libraries hold the base model's attempts at {data['train']} train tasks ({libs}). Command: "
+             f"`python -m bench.experiments.reflection retrieval --out {out} --spec {data['spec']} -n {data['n']} "
+             f"--train {data['train']}`.", "",
+             "| env | T | retrieval of | without | with | only with / only without | p | tasks shown a hint |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        what = r["comparison"].removeprefix("retrieval of ")
+        lines.append(f"| `{r['env']}` | {r['temperature']:.1f} | {what} | {_pct(r['without'])} | {_pct(r['with'])} | "
+                     f"{r['only_with']} / {r['only_without']} | {r['p']:.3g} | {_pct(r['hinted_share'])} |")
+    return [*lines, ""]
+
+
 def write_report(out: Path, doc: Path, notes: Path | None = None) -> Path:
     settings = json.loads((out / "settings.json").read_text())
     envs = json.loads((out / "envs.json").read_text()) if (out / "envs.json").exists() else []
@@ -133,7 +153,8 @@ def write_report(out: Path, doc: Path, notes: Path | None = None) -> Path:
     ]
     for r in results:
         parts += [*_arm_table(r, k), ""]
-    parts += ["## Paired comparisons (same failures)", "", *_paired_table(results), "", *_planted_section(out)]
+    parts += ["## Paired comparisons (same failures)", "", *_paired_table(results), "", *_planted_section(out),
+              *_retrieval_section(out)]
     if notes.exists():
         parts += ["## Findings", "", notes.read_text().strip(), ""]
     doc.parent.mkdir(parents=True, exist_ok=True)
