@@ -80,12 +80,18 @@ def _arm_table(r: dict, k: int) -> list[str]:
 
 def _paired_table(results: list[dict]) -> list[str]:
     lines = ["| env | comparison | difference in recovery (95% CI) | p (sign-flip, two-sided) |", "|---|---|---:|---:|"]
+    silent = [r["spec"] for r in results if r["mats"] and not any(m.sum() for m in r["mats"].values())]
     for r in results:
+        if r["spec"] in silent:
+            continue
         for x, y in COMPARISONS:
             if x in r["mats"] and y in r["mats"]:
                 p = Paired.of(x, r["mats"][x], y, r["mats"][y])
                 diff = f"{100 * p.diff:+.1f} pts [{100 * p.ci[0]:+.1f}, {100 * p.ci[1]:+.1f}]"
                 lines.append(f"| `{r['spec']}` | {x} − {y} | {diff} | {p.p:.3g} |")
+    if silent:
+        lines += ["", "Left out: " + ", ".join(f"`{s}`" for s in silent) + " — no second attempt of any arm succeeded, "
+                  "so every difference there is exactly 0."]
     return lines
 
 
