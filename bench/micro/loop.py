@@ -1,7 +1,7 @@
 """Throughput of the full episode graph vs raw batched ``model.generate`` and vs the graph run sequentially.
 
-    python -m bench.loop                      # embedded model, 32 arithmetic episodes, writes docs/benchmarks.md
-    python -m bench.loop --episodes 16 --sequential 4 --no-write
+    python -m bench.micro.loop                      # embedded model, 32 arithmetic episodes, writes docs/benchmarks.md
+    python -m bench.micro.loop --episodes 16 --sequential 4 --no-write
 
 What is compared, in one process and one run (alternating repeats, this box is shared and noisy):
 - **graph**: ``run_episodes`` with ``concurrency = episodes`` — every node's calls go through the
@@ -107,7 +107,7 @@ def main() -> None:
 
     g_tps, r_tps, g_eps = statistics.median(graph_tps), statistics.median(raw_tps), statistics.median(graph_eps)
     ratio, speedup = g_tps / r_tps, g_eps / seq_eps
-    body = f"""## Episode graph throughput (`bench/loop.py`)
+    body = f"""## Episode graph throughput (`bench/micro/loop.py`)
 
 {args.episodes} `{args.env}` episodes (solve → critique → verify → reflect → retry, max 2 attempts), model
 `{args.model}`, greedy, ≤{args.max_tokens} new tokens per solve/reflect, 32 per critique. Median of {args.repeats} alternating repeats.
@@ -128,7 +128,7 @@ longest member stops. The graph itself adds no measurable overhead over raw (fir
     if not args.no_write:
         from bench._report import write_section
 
-        cmd = "python -m bench.loop " + " ".join(
+        cmd = "python -m bench.micro.loop " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "no_write"
         )
         print("wrote", write_section("loop", body, cmd))

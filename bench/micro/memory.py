@@ -7,8 +7,8 @@ What it measures, in one run over N synthetic episodes spread over 4 environment
   embedding) vs numpy brute-force top-k over the same vectors (target p50 ≤ 5 ms), plus recall@k;
 - time to drop the index and rebuild it from SQLite.
 
-    .venv/bin/python -m bench.memory --quick          # N = 5,000
-    .venv/bin/python -m bench.memory --n 100000       # the full run (embedding dominates: minutes on 2 cores)
+    .venv/bin/python -m bench.micro.memory --quick          # N = 5,000
+    .venv/bin/python -m bench.micro.memory --n 100000       # the full run (embedding dominates: minutes on 2 cores)
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ Index status after ingest: {status["status"]}. Embedding dominates both ingest a
         shutil.rmtree(work, ignore_errors=True)
     from bench._report import write_section
 
-    command = "python -m bench.memory " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m bench.micro.memory " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"wrote {write_section('memory', body, command.strip())}")
 
 

@@ -1,8 +1,8 @@
 """Does the agent improve itself? Accuracy of every trained version vs the compute spent, per method.
 
-    python -m bench.learning --quick                 # smoke check: 1 round per method, tiny numbers (minutes)
-    python -m bench.learning                         # the experiment (≤ 2 CPU-hours on 2 cores; see docs/learning.md)
-    python -m bench.learning --methods grpo-reflection,memory --rounds 2 --resume
+    python -m bench.experiments.learning --quick     # smoke check: 1 round per method, tiny numbers (minutes)
+    python -m bench.experiments.learning             # the experiment (≤ 2 CPU-hours on 2 cores; see docs/learning.md)
+    python -m bench.experiments.learning --methods grpo-reflection,memory --rounds 2 --resume
 
 Design decisions
 - One fresh workspace per method (``<workspace>/<method>/``: its own experience library and registry),
@@ -29,9 +29,9 @@ Design decisions
   (``--report-only``), including the "What did not improve" section, computed from the numbers with an
   exact one-sided McNemar test on the paired outcomes.
 
-Layout: this module runs the experiment (rounds, CLI, ``main``); the presets and results file (load/resume/save)
-are in ``bench.learning_results``, the tables, verdict text, statistics and plots in ``bench.learning_report``
-(both re-exported here).
+Layout: this module runs the experiment (rounds, CLI, ``main``); the presets and results file (load/resume)
+are in :mod:`bench.experiments.learning.results`, the tables, verdict text, statistics and plots in
+:mod:`bench.experiments.learning.report`.
 """
 
 from __future__ import annotations
@@ -45,16 +45,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.learning_report import (  # noqa: F401 - re-exported: bench.self_reward imports mcnemar_p from here
-    cost_estimate,
-    did_not_improve_text,
-    mcnemar_p,
-    render_doc,
-    table,
-    verdicts,
-    write_plots,
-)
-from bench.learning_results import (  # noqa: F401 - re-exported
+from bench.experiments.common import save_results
+from bench.experiments.learning.report import cost_estimate, render_doc, table, write_plots
+from bench.experiments.learning.results import (
     DEFAULT_ENVS,
     DEFAULT_TRAIN_ENV,
     FULL,
@@ -62,14 +55,11 @@ from bench.learning_results import (  # noqa: F401 - re-exported
     QUICK,
     add_round,
     load_results,
-    new_results,
     round_done,
-    save_results,
-    series,
     totals,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "learning.md"
 SEED = 0
 EVAL_SEED = 1234
@@ -202,7 +192,7 @@ class Harness:
             except NotEnoughDataError as e:
                 train_rec.update(skipped=str(e), seconds=time.perf_counter() - t1)
             else:
-                registry.promote(lib, mv.id, note=f"bench.learning round {r}")
+                registry.promote(lib, mv.id, note=f"bench.experiments.learning round {r}")
                 await asyncio.to_thread(policy.set_adapter, mv.id, mv.adapter_path)
                 version = mv.id
                 train_rec = {"steps": int(mv.metrics.get("steps", a.steps_per_round)),
@@ -301,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         print("wrote", write_report(args, results, results["settings"].get("command", "?"), results.get("wall_seconds")))
         return
     results = load_results(path, settings_of(args), resume=args.resume)
-    command = "python -m bench.learning " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m bench.experiments.learning " + " ".join(sys.argv[1:] if argv is None else argv)
     results["settings"]["command"] = command
     if args.workspace.exists() and not args.resume and any(args.workspace.iterdir()):
         raise SystemExit(f"{args.workspace} is not empty: pass --resume to continue it, or another --workspace")

@@ -1,4 +1,4 @@
-"""bench.learning's settings presets and results file (pure): load/resume, atomic save, rounds, cumulative compute, series.
+"""The learning experiment's settings presets and results file (pure): load/resume, rounds, cumulative compute, series.
 
 The file is ``<workspace>/results.json``: ``{"settings", "base": {env: eval}, "methods": {method: {"rounds": [...]}}}``.
 Resume refuses a file made with other measurement settings (``MEASUREMENT_KEYS``).
@@ -7,7 +7,6 @@ Resume refuses a file made with other measurement settings (``MEASUREMENT_KEYS``
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +41,6 @@ def load_results(path: Path, settings: dict[str, Any], resume: bool) -> dict[str
     results["settings"] = {**results.get("settings", {}), **settings}
     return results
 
-
-
-def save_results(path: Path, results: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
 
 
 def rounds_of(results: dict[str, Any], method: str) -> list[dict[str, Any]]:

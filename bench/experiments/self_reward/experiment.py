@@ -1,8 +1,8 @@
 """Self-reward vs ground truth on the embedded model, and self-reward vs verifier training at equal compute.
 
-    python -m bench.self_reward --quick                      # smoke check (minutes)
-    python -m bench.self_reward                              # defaults: 32 episodes, 2 rounds, 4 steps, eval 32
-    python -m bench.self_reward --episodes 16 --rounds 2 --steps 2 --eval-n 16 --max-tokens 48
+    python -m bench.experiments.self_reward --quick          # smoke check (minutes)
+    python -m bench.experiments.self_reward                  # defaults: 32 episodes, 2 rounds, 4 steps, eval 32
+    python -m bench.experiments.self_reward --episodes 16 --rounds 2 --steps 2 --eval-n 16 --max-tokens 48
 
 (a) Generation–verification gap. N episodes of ``arithmetic`` (lenient, the 135M model's boundary band)
     with each feedback source in {verifier, majority, critique}, and N of ``open_ended`` with {rubric}
@@ -37,46 +37,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.experiments.common import save_results
+from bench.experiments.self_reward.metrics import gap_metrics, judged_pairs
+from bench.experiments.self_reward.progress import make_progress
+from bench.experiments.self_reward.report import gap_table, train_table, write_report
+from bench.experiments.self_reward.settings import (
+    ARITH,
+    EVAL_SEED,
+    FULL,
+    GAP_SOURCES,
+    OPEN,
+    QUICK,
+    SEED,
+    TEMPERATURE,
+    TRAIN_SOURCES,
+)
+from trainer.gate import wilson
+
+ROOT = Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "self_reward_results.md"
-ARITH = "arithmetic"  # lenient: ~46% base first-try; strict is ~0% at 135M (all-zero rewards)
-OPEN = "open_ended"
-GAP_SOURCES = (("verifier", ARITH), ("majority", ARITH), ("critique", ARITH), ("rubric", OPEN))
-TRAIN_SOURCES = ("verifier", "majority")
-FULL = dict(episodes=32, rounds=2, steps=4, eval_n=32, max_tokens=48)
-QUICK = dict(episodes=8, rounds=1, steps=1, eval_n=8, max_tokens=48)
-SEED = 0
-EVAL_SEED = 1234
-TEMPERATURE = 0.7
-
-
-# --------------------------------------------------------------------------- statistics and rendering (pure)
-# Re-exported: the experiment below and tests import them from here.
-from bench.learning import save_results  # noqa: E402  (atomic results.json write, shared with bench.learning)
-from bench.self_reward_metrics import (  # noqa: E402
-    _rate,
-    collapse_points,
-    gap_metrics,
-    judged_pairs,
-    version_series,
-    wilson,
-)
-from bench.self_reward_progress import make_progress  # noqa: E402
-from bench.self_reward_report import (  # noqa: E402
-    _collapse_detail,
-    findings,
-    gap_table,
-    render_doc,
-    train_table,
-    write_plot,
-    write_report,
-)
-
-__all__ = [  # what tests and callers import from here, whichever module defines it
-    "FULL", "QUICK", "Harness", "_collapse_detail", "_rate", "collapse_points", "findings", "gap_metrics", "gap_table",
-    "judged_pairs", "main", "parse_args", "render_doc", "save_results", "train_table", "version_series", "wilson",
-    "write_plot", "write_report",
-]
 
 
 # --------------------------------------------------------------------------- running (needs the model)
@@ -192,7 +171,7 @@ class Harness:
                     tr = {"skipped": str(e), "seconds": time.perf_counter() - t1, "steps": 0}
                     self.print(f"{source} r{r}: training skipped — {e}")
                 else:
-                    registry.promote(lib, mv.id, note=f"bench.self_reward round {r}")
+                    registry.promote(lib, mv.id, note=f"bench.experiments.self_reward round {r}")
                     await asyncio.to_thread(policy.set_adapter, mv.id, mv.adapter_path)
                     tr = {"seconds": time.perf_counter() - t1, "steps": int(mv.metrics.get("steps", a.steps)),
                           "rows": int(mv.metrics.get("train_rows", 0)),
@@ -265,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.workspace.exists() and any(args.workspace.iterdir()):
         raise SystemExit(f"{args.workspace} is not empty: pass another --workspace (each source needs a fresh library)")
-    command = "python -m bench.self_reward " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m bench.experiments.self_reward " + " ".join(sys.argv[1:] if argv is None else argv)
     results: dict[str, Any] = {"settings": {
         "model": args.model, "episodes": args.episodes, "rounds": args.rounds, "steps": args.steps,
         "eval_n": args.eval_n, "max_tokens": args.max_tokens, "method": args.method, "quick": args.quick,
