@@ -8,6 +8,7 @@ import pytest
 
 import trainer.datasets as D
 from environments import get_environment
+from environments.chat import with_system
 from tests.trainer_factories import correct_text, make_episode, mixed_episodes, single_attempt_episode, tasks
 
 STRICT = "arithmetic:answer_format=strict"
@@ -40,7 +41,7 @@ def test_retry_prompt_invariant_rebuilds_the_recorded_retry_input():
     for row in ds:
         ep = by_id[row["episode_id"]]
         rebuilt = D.retry_messages(row["prompt"], row["recorded_reflection"], row["retry_message"])
-        assert rebuilt == D.with_system(ep.attempts[1].solve.messages)
+        assert rebuilt == with_system(ep.attempts[1].solve.messages)
         assert row["prompt"][0] == {"role": "system", "content": ep.task.prompt[0].content}
 
 
@@ -155,7 +156,7 @@ def test_sft_reformat_adds_right_but_malformed_first_attempts_only():
     assert ds["episode_id"] == [right.id] and ds["kind"] == ["reformatted"]
     completion = ds[0]["completion"][0]["content"]
     assert completion.endswith(f"= <answer>{t[0].reference['value']}</answer>") and env.verify(t[0], completion).success
-    assert ds[0]["prompt"] == D.with_system(t[0].messages())
+    assert ds[0]["prompt"] == with_system(t[0].messages())
     # self-reward episodes never consult the verifier through reformat
     majority = right.model_copy(update={"feedback_source": "majority"})
     assert len(D.sft_dataset([majority], reformat=True)) == 0

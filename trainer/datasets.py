@@ -3,8 +3,8 @@
 Every builder returns TRL's *conversational* format (lists of ``{"role", "content"}`` messages), so
 TRL renders prompts with the tokenizer's chat template exactly like the agent does. Design decisions:
 
-- A prompt with no system message gets an empty one (:func:`with_system`), which is what
-  :func:`trainer.models.chat_prompt` does; without it SmolLM2's template would inject its default
+- A prompt with no system message gets an empty one (:func:`environments.chat.with_system`), the rule
+  the policy layer renders served prompts with; without it SmolLM2's template would inject its default
   system prompt and the trained prompt would differ from the served one.
 - Training needs the exact prompts the policy saw, so prompts are the recorded ``ModelCall.messages``,
   never rebuilt from the task.
@@ -35,23 +35,12 @@ from collections.abc import Callable, Sequence
 from datasets import Dataset
 
 from environments import Task, get_environment
+from environments.chat import with_system
 from memory.records import Attempt, Episode
 
 Messages = list[dict[str, str]]
 # One instance per env spec for the builders that re-verify (an env is a pure function of its spec).
 _environment = functools.lru_cache(maxsize=64)(get_environment)
-
-
-def with_system(messages: Sequence[dict[str, str]]) -> Messages:
-    """Copy of ``messages`` that starts with a system turn (empty if there was none), as chat_prompt renders it.
-
-    >>> with_system([{"role": "user", "content": "hi"}])[0]
-    {'role': 'system', 'content': ''}
-    """
-    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
-    if not msgs or msgs[0]["role"] != "system":
-        msgs.insert(0, {"role": "system", "content": ""})
-    return msgs
 
 
 def assistant(text: str) -> Messages:

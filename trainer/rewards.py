@@ -26,9 +26,9 @@ from functools import lru_cache
 from typing import Any
 
 from environments import Task, get_environment, normalize_answer
+from environments.chat import with_system
 
-from .datasets import retry_messages, with_system
-from .models import chat_prompt
+from .datasets import retry_messages
 
 GenerateFn = Callable[[list[list[dict[str, str]]]], list[str]]
 
@@ -150,7 +150,8 @@ class HFGenerate:
         from transformers import GenerationConfig
 
         model, tok = self.model, self.tokenizer
-        texts = [chat_prompt(tok, c) for c in chats]
+        # The system-turn rule of environments.chat, as the policy layer renders served prompts.
+        texts = [tok.apply_chat_template(with_system(c), tokenize=False, add_generation_prompt=True) for c in chats]
         gen_cfg = GenerationConfig(
             max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, use_cache=True,
             temperature=self.temperature if self.do_sample else None, top_p=None, top_k=None,

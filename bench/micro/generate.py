@@ -57,7 +57,7 @@ def generated_tokens(rows: list[list[int]], eos: set[int]) -> int:
 def run_raw(policy: TransformersPolicy, chats: list[list[dict[str, str]]], params: SamplingParams) -> tuple[float, int]:
     import torch
 
-    from trainer.models import chat_prompt
+    from agent.policy.chat import chat_prompt
 
     tok = policy.tokenizer
     enc = tok([chat_prompt(tok, c) for c in chats], return_tensors="pt", padding=True, add_special_tokens=False)

@@ -25,9 +25,9 @@ import torch
 
 from agent.graph import EpisodeConfig, GraphDeps
 from agent.policy import load_policy
+from agent.policy.chat import chat_prompt
 from agent.runner import run_episodes
 from environments import get_environment
-from trainer.models import chat_prompt
 
 
 def raw_generate(model, tokenizer, chats, max_new_tokens: int, eos_ids: set[int]) -> int:
