@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent import prompts
 from agent.policy.base import Policy, SamplingParams
 from environments import Environment, Feedback, Task
+from memory.protocol import Library
 from memory.records import Attempt, Episode, ModelCall, new_id
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class GraphDeps:
     policy: Policy
     env: Environment
     config: EpisodeConfig
-    library: Any = None  # memory.ExperienceLibrary (duck-typed: search/get/record)
+    library: Library | None = None  # None: no hints, nothing recorded
     feedback: FeedbackSource | None = None
 
 

@@ -9,7 +9,7 @@ import pytest
 import trainer.datasets as D
 from environments import get_environment
 from environments.chat import with_system
-from tests.trainer_factories import correct_text, make_episode, mixed_episodes, single_attempt_episode, tasks
+from trainer.synthetic import correct_text, make_episode, mixed_episodes, single_attempt_episode, tasks
 
 STRICT = "arithmetic:answer_format=strict"
 

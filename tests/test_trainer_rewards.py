@@ -8,10 +8,8 @@ import pytest
 
 import trainer.rewards as R
 from environments.chat import with_system
-from tests.trainer_factories import correct_text, make_episode, tasks, wrong_text
 from trainer.datasets import reflection_dataset
-
-pytest_plugins = ["tests.trainer_factories"]  # the tiny_model fixture
+from trainer.synthetic import correct_text, make_episode, tasks, wrong_text
 
 
 def test_doctests():

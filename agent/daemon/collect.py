@@ -18,10 +18,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.daemon import curriculum, monitors
 from agent.daemon.config import DaemonConfig
+
+if TYPE_CHECKING:
+    from agent.policy.base import Policy
+    from environments import Environment, Task
+    from memory.protocol import Library
 
 
 class CollectPhase:
@@ -29,12 +34,12 @@ class CollectPhase:
 
     cfg: DaemonConfig
     state: dict[str, Any]
-    envs: dict[str, Any]
+    envs: dict[str, Environment]
     weights: dict[str, float]
-    lib: Any
-    policy: Any
+    lib: Library
+    policy: Policy
 
-    def plan_tasks(self, n: int, seed: int) -> dict[str, list[Any]]:
+    def plan_tasks(self, n: int, seed: int) -> dict[str, list[Task]]:
         c = self.cfg.curriculum
         specs = list(self.envs)
         if not c.enabled:

@@ -17,10 +17,15 @@ Used as a mixin of :class:`agent.daemon.loop.Daemon`; run with ``selfevolve daem
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.daemon import curriculum, tripwires
 from agent.daemon.config import DaemonConfig
+
+if TYPE_CHECKING:
+    from agent.policy.base import Policy
+    from environments import Environment
+    from memory.protocol import Library
 
 
 class GatePhase:
@@ -28,9 +33,9 @@ class GatePhase:
 
     cfg: DaemonConfig
     state: dict[str, Any]
-    envs: dict[str, Any]
-    lib: Any
-    policy: Any
+    envs: dict[str, Environment]
+    lib: Library
+    policy: Policy
 
     async def evaluate_version(self, version_id: str) -> tuple[dict[str, Any], dict[str, float]]:
         from agent.evaluate import evaluate

@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.daemon import control
 from agent.daemon.config import DaemonConfig, load_plugin
+
+if TYPE_CHECKING:
+    from environments import Environment
+    from memory.protocol import Library
+    from memory.records import ModelVersion
 
 
 class StopTraining(Exception):
@@ -36,9 +42,9 @@ class TrainPhase:
     workspace: Path
     cfg: DaemonConfig
     state: dict[str, Any]
-    envs: dict[str, Any]
-    lib: Any
-    train_fn: Any
+    envs: dict[str, Environment]
+    lib: Library
+    train_fn: Callable[..., ModelVersion] | None
     stopping: str | None
 
     def training_blocker(self) -> str | None:
@@ -60,7 +66,7 @@ class TrainPhase:
             return f"{new} new failed first attempts since the last training (< {t.min_new_failures})"
         return None
 
-    def _registered_since(self, t0: float) -> Any:
+    def _registered_since(self, t0: float) -> ModelVersion | None:
         for v in reversed(self.lib.list_model_versions()):
             if v.status == "candidate" and v.created_at >= t0:
                 return v
@@ -110,7 +116,7 @@ class TrainPhase:
             return None
         return self._after_training(cur, mv)
 
-    def _after_training(self, cur: dict[str, Any], mv: Any) -> str:
+    def _after_training(self, cur: dict[str, Any], mv: ModelVersion) -> str:
         steps = int(mv.metrics.get("steps", self.cfg.training.steps))
         self.state["totals"]["training_steps"] += steps
         self.state["totals"]["trainings"] += 1
@@ -125,7 +131,7 @@ class TrainPhase:
 
 
 
-def _default_train(lib: Any, method: str, **kwargs: Any) -> Any:
+def _default_train(lib: Library, method: str, **kwargs: Any) -> ModelVersion:
     from trainer.train import train
 
     return train(lib, method, **kwargs)
