@@ -168,9 +168,10 @@ def test_build_dataset_sft_reformat_switch_and_config_default():
 
     task = get_environment(STRICT).sample(1, "train", seed=2)[0]
     ep = single_attempt_episode(STRICT, task, f"{task.reference['expression']} = {task.reference['value']}")
-    with pytest.raises(NotEnoughDataError, match="no successful episode"):
-        build_dataset("sft", [ep], reformat=False)
-    assert build_dataset("sft", [ep], reformat=True)["kind"] == ["reformatted"]
+    strict = config_for("sft", output_dir="unused", max_steps=1, reformat_answers=False)
+    with pytest.raises(NotEnoughDataError, match="no successful episode in any env"):
+        build_dataset("sft", [ep], config=strict)
     cfg = config_for("sft", output_dir="unused", max_steps=1)
     assert cfg.reformat_answers is True and cfg.learning_rate == 5e-4
+    assert build_dataset("sft", [ep], config=cfg)["kind"] == ["reformatted"]
     assert config_for("sft", output_dir="unused", max_steps=1, reformat_answers=False).reformat_answers is False

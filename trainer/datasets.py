@@ -79,6 +79,15 @@ def dropped_unlabelled(episodes: Sequence[Episode], env: str | None = None) -> i
                for ep in episodes)
 
 
+def unlabelled_hint(episodes: Sequence[Episode], env: str | None, method: str) -> str | None:
+    """Why a GRPO dataset came out empty when self-reward episodes were dropped (the rows carry no label)."""
+    dropped = dropped_unlabelled(episodes, env)
+    if not dropped:
+        return None
+    return (f"{dropped} self-reward episode(s) (rubric/critique feedback) have no pseudo-label for the {method} "
+            "reward and were dropped; train them with sft or dpo, or collect with --feedback majority or verifier")
+
+
 def _from_rows(rows: list[dict], columns: Sequence[str]) -> Dataset:
     if not rows:  # an empty Dataset still has the schema, so callers can check len() and the columns
         return Dataset.from_dict({c: [] for c in columns})

@@ -1,4 +1,5 @@
-"""What the experiments share: the atomic results-file write and the exact paired test on outcomes.
+"""What the experiments share: the atomic results-file write, the exact paired test on outcomes, and the
+generation-length overrides of a training method.
 
 Pure (no model): the experiments' report modules import this, never each other.
 """
@@ -18,6 +19,14 @@ def save_results(path: Path, results: dict[str, Any]) -> None:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, path)
+
+
+def generation_overrides(method: str, tokens: int) -> dict[str, int]:
+    """``tokens`` for every generation-length field the method's config has (GRPO's completion and R3's retry)."""
+    from trainer.methods import get_training_method
+
+    fields = get_training_method(method).config_class.__dataclass_fields__
+    return {k: tokens for k in ("max_completion_length", "retry_max_new_tokens") if k in fields}
 
 
 def mcnemar_p(new: list[int], old: list[int]) -> tuple[int, int, float]:

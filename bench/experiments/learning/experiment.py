@@ -45,12 +45,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.experiments.common import save_results
+from bench.experiments.common import generation_overrides, save_results
 from bench.experiments.learning.report import cost_estimate, render_doc, table, write_plots
 from bench.experiments.learning.results import (
     DEFAULT_ENVS,
     DEFAULT_TRAIN_ENV,
     FULL,
+    MEMORY,
     METHODS,
     QUICK,
     add_round,
@@ -58,6 +59,7 @@ from bench.experiments.learning.results import (
     round_done,
     totals,
 )
+from trainer.methods import method_names
 
 ROOT = Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "learning.md"
@@ -158,7 +160,7 @@ class Harness:
             lib.get_run(run_id)
         except KeyError:
             lib.start_run(Run(id=run_id, kind="run", env=spec, model_version=policy.version, config={"round": r}))
-        memory = method == "memory"
+        memory = method == MEMORY
         cfg = EpisodeConfig(max_attempts=2, critique=False, retrieval=memory, temperature=0.7,
                             solve_tokens=a.max_tokens, reflect_tokens=a.max_tokens)
         have = lib.count(run_id=run_id)
@@ -209,8 +211,8 @@ class Harness:
         o: dict[str, Any] = {"report_to": [], "save_steps": 1000}
         if self.args.model != "default":
             o["base_model"] = parse_model_spec(self.args.model).path
-        if method.startswith("grpo") and not self.args.gpu:
-            o.update(max_completion_length=self.args.max_tokens, retry_max_new_tokens=self.args.max_tokens)
+        if not self.args.gpu:
+            o.update(generation_overrides(method, self.args.max_tokens))
         return {**o, **json.loads(self.args.train_overrides or "{}")}
 
 
@@ -243,9 +245,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in args.methods if m not in METHODS]
+    known = [*method_names(), MEMORY]
+    bad = [m for m in args.methods if m not in known]
     if bad:
-        ap.error(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}")
+        ap.error(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(known)}")
     args.envs = [e.strip() for e in args.envs.split(",") if e.strip()]
     return args
 

@@ -10,7 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-METHODS = ("grpo-reflection", "grpo", "sft", "memory")
+# "memory" is retrieval only (no weight update); every other name is a training method (trainer.methods).
+MEMORY = "memory"
+# What the experiment runs by default (any registered training method may be named with --methods).
+METHODS = ("grpo-reflection", "grpo", "sft", MEMORY)
 # The target first; lenient `arithmetic` reads the same tasks' answers without the format, so it separates
 # "learned the answer format" from "learned to add"; countdown is the forgetting check.
 DEFAULT_ENVS = ("arithmetic:answer_format=strict", "countdown", "arithmetic")

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.experiments.common import save_results
+from bench.experiments.common import generation_overrides, save_results
 from bench.experiments.self_reward.metrics import gap_metrics, judged_pairs
 from bench.experiments.self_reward.progress import make_progress
 from bench.experiments.self_reward.report import gap_table, train_table, write_report
@@ -160,9 +160,8 @@ class Harness:
                     collect = self.collect_record(episodes, source, seconds)
                 self.say(f"{source} r{r}: train {a.method} {a.steps} step(s)", total=a.steps)
                 t1 = time.perf_counter()
-                overrides: dict[str, Any] = {"report_to": [], "save_steps": 1000}
-                if a.method.startswith("grpo"):
-                    overrides.update(max_completion_length=a.max_tokens)
+                overrides: dict[str, Any] = {"report_to": [], "save_steps": 1000,
+                                             **generation_overrides(a.method, a.max_tokens)}
                 try:
                     mv = await asyncio.to_thread(
                         train, lib, a.method, steps=a.steps, env=ARITH, overrides=overrides,
