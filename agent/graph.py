@@ -33,7 +33,7 @@ from agent import prompts
 from agent.policy.base import Policy, SamplingParams
 from environments import Environment, Feedback, Task
 from memory.protocol import Library
-from memory.records import Attempt, Episode, ModelCall, new_id
+from memory.records import Attempt, Episode, ModelCall, Purpose, new_id
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class EpisodeState(TypedDict, total=False):
     verdict: bool | None
     feedback: Feedback | None
     episode: Episode | None
+    purpose: Purpose
     metadata: dict[str, Any]
 
 
@@ -213,6 +214,7 @@ def build_episode_graph(deps: GraphDeps, checkpointer: Any = None):
             attempts=state["attempts"],
             retrieved_ids=state.get("retrieved_ids", []),
             seconds=time.time() - state["started_at"],
+            purpose=state.get("purpose", "train"),
             metadata=state.get("metadata", {}),
         )
         if cfg.record and deps.library is not None:
@@ -251,6 +253,7 @@ def initial_state(
     seed: int | None = None,
     episode_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    purpose: Purpose = "train",
 ) -> EpisodeState:
     return EpisodeState(
         episode_id=episode_id or new_id("ep"),
@@ -266,6 +269,7 @@ def initial_state(
         verdict=None,
         feedback=None,
         episode=None,
+        purpose=purpose,
         metadata=dict(metadata or {}),
     )
 

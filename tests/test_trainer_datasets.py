@@ -94,8 +94,10 @@ def test_held_out_episodes_never_become_training_data():
     n_train = len(D.reflection_dataset(episodes)), len(D.sft_dataset(episodes)), len(D.first_attempt_dataset(episodes))
     assert all(n_train)
     eval_split = [e.model_copy(update={"task": e.task.model_copy(update={"split": "eval"})}) for e in episodes]
-    tagged = [e.model_copy(update={"metadata": {"purpose": "eval"}}) for e in episodes]
-    for held_out in (eval_split, tagged):
+    measured = [e.model_copy(update={"purpose": "eval"}) for e in episodes]
+    legacy = [type(e).model_validate({**e.model_dump(exclude={"purpose"}), "metadata": {"purpose": "eval"}}) for e in episodes]
+    assert all(e.purpose == "eval" for e in legacy)  # stored before `purpose` was a field
+    for held_out in (eval_split, measured, legacy):
         assert len(D.reflection_dataset(held_out)) == 0
         assert len(D.sft_dataset(held_out)) == 0
         assert len(D.first_attempt_dataset(held_out)) == 0

@@ -48,12 +48,13 @@ def assistant(text: str) -> Messages:
 
 
 def _usable(ep: Episode, env: str | None) -> bool:
-    """Train only on training-split tasks: held-out (eval) episodes must never leak into the weights."""
+    """Train only on training-split tasks of experience episodes: held-out tasks and measurements
+    (``purpose == "eval"``) must never leak into the weights."""
     return (
         ep.error is None
         and bool(ep.attempts)
         and ep.task.split == "train"
-        and ep.metadata.get("purpose") != "eval"
+        and ep.purpose == "train"
         and (env is None or ep.task.env == env or ep.env == env)
     )
 
