@@ -17,7 +17,7 @@ ENVS = ["arithmetic:answer_format=strict", "countdown"]
 
 
 def ev(first: list[int], final: list[int] | None = None, seconds: float = 1.0) -> dict:
-    from agent.evaluate import wilson
+    from trainer.gate import wilson
 
     final = final if final is not None else first
     return {"first_try_accuracy": sum(first) / len(first), "first_try_ci95": list(wilson(sum(first), len(first))),

@@ -14,7 +14,8 @@ Design decisions
   on from its adapter (``trainer.train`` continues the served parent's adapter; SFT restarts from the base).
 - ``memory`` is retrieval only: no weight updates; collection and evaluation run with memory hints on
   (the k most similar past *train-split* successes). Held-out eval episodes are never recorded, so no
-  eval answer becomes a hint. Every other method is evaluated without hints, as ``agent.evaluate`` does.
+  eval answer becomes a hint. Every other method is evaluated without hints, as the cycle does.
+- Collection, training, promotion and evaluation are :mod:`agent.cycle`'s (the daemon's and the CLI's).
 - Every version is evaluated on the SAME held-out tasks of every env (``unique_eval_tasks``), greedy,
   max 2 attempts: first-try and final accuracy with 95% Wilson CIs and the per-task outcomes, so two
   versions are paired task by task. The base is evaluated once and shared (an empty memory gives no hints).
@@ -68,18 +69,6 @@ EVAL_SEED = 1234
 
 
 # --------------------------------------------------------------------------- running (needs the model)
-async def evaluate_version(policy, env, n: int, max_tokens: int, library=None, on_episode=None):
-    """``agent.evaluate.evaluate`` with retrieval from ``library`` on (memory method) and nothing recorded."""
-    from agent.evaluate import evaluate
-    from agent.runner import eval_config
-
-    config = None
-    if library is not None:
-        config = eval_config(max_attempts=2, max_tokens=max_tokens).model_copy(update={"retrieval": True, "record": False})
-    return await evaluate(policy, env, n, seed=EVAL_SEED, max_attempts=2, max_tokens=max_tokens, concurrency=32,
-                          library=library, on_episode=on_episode, config=config)
-
-
 def _eval_record(res) -> dict[str, Any]:
     return {**res.summary(), "first": res.first, "final": res.final, "task_ids": res.task_ids}
 
@@ -99,14 +88,17 @@ class Harness:
     def tick(self, *_: Any) -> None:
         self.progress.advance(self.bar)
 
-    async def eval_all(self, policy, library=None) -> dict[str, Any]:
+    async def eval_all(self, policy, hints=None) -> dict[str, Any]:
+        """Every eval env, one at a time (a progress line each); ``hints``: the memory method's library."""
+        from agent.cycle import HeldOut, evaluate_version
+
         out = {}
         for spec, env in self.envs.items():
             self.say(f"eval {policy.version} on {spec}", total=self.args.eval_n)
-            res = await evaluate_version(policy, env, self.args.eval_n, self.args.max_tokens, library, self.tick)
-            if res.errors and len(res.errors) == len(res.first):
-                raise RuntimeError(f"every eval episode failed (a bug, not the model): {res.errors[0]}")
-            out[spec] = _eval_record(res)
+            held = HeldOut.each([env], self.args.eval_n, seed=EVAL_SEED, max_attempts=2,
+                                max_tokens=self.args.max_tokens, concurrency=32)
+            ev = await evaluate_version(policy, held, hints=hints, on_episode=self.tick)
+            out[spec] = _eval_record(ev.results[env.spec])
         return out
 
     async def base(self) -> None:
@@ -148,11 +140,9 @@ class Harness:
             lib.close()
 
     async def one_round(self, method: str, r: int, lib, policy) -> dict[str, Any]:
-        from agent.graph import EpisodeConfig, GraphDeps
-        from agent.runner import run_episodes
+        from agent.cycle import collect
+        from agent.graph import EpisodeConfig
         from memory.records import Run
-        from trainer import registry
-        from trainer.train import NotEnoughDataError, train
 
         spec, a = self.args.train_env, self.args
         run_id = f"round-{r}"
@@ -167,43 +157,40 @@ class Harness:
         need = a.episodes_per_round - have
         self.say(f"{method} r{r}: collect {need} on {spec} ({policy.version})", total=need)
         t0 = time.perf_counter()
-        tokens = 0
         if need > 0:
             tasks = self.train_env.sample(need, "train", seed=SEED * 1_000_003 + r * 10_007 + have)
-            _, summary = await run_episodes(tasks, GraphDeps(policy, self.train_env, cfg, lib), concurrency=16,
-                                            run_id=run_id, metadata={"purpose": "learning", "round": r},
-                                            on_episode=self.tick)
-            if summary.errors and summary.episodes == 0:
-                raise RuntimeError(f"every collection episode failed (a bug, not the model): {summary.errors[0].error}")
+            await collect(policy, [(self.train_env, tasks)], cfg, library=lib, run_id=run_id, concurrency=16,
+                          metadata={"origin": "learning", "round": r}, on_episode=self.tick)
         eps = lib.episodes(run_id=run_id)
         tokens = sum(e.tokens for e in eps)
-        collect = {"episodes": len(eps), "seconds": time.perf_counter() - t0, "tokens": tokens,
-                   "first_try_accuracy": sum(e.first_success for e in eps) / max(len(eps), 1),
-                   "final_accuracy": sum(e.success for e in eps) / max(len(eps), 1)}
+        collected = {"episodes": len(eps), "seconds": time.perf_counter() - t0, "tokens": tokens,
+                     "first_try_accuracy": sum(e.first_success for e in eps) / max(len(eps), 1),
+                     "final_accuracy": sum(e.success for e in eps) / max(len(eps), 1)}
         train_rec: dict[str, Any] = {"steps": 0, "seconds": 0.0}
         version = policy.version
         if not memory:
-            self.say(f"{method} r{r}: train {a.steps_per_round} step(s)", total=a.steps_per_round)
-            t1 = time.perf_counter()
-            try:
-                mv = await asyncio.to_thread(
-                    train, lib, method, steps=a.steps_per_round, env=spec, overrides=self.overrides(method),
-                    progress=lambda step, total, logs: self.progress.update(self.bar, completed=step, total=total),
-                    gpu=a.gpu,
-                )
-            except NotEnoughDataError as e:
-                train_rec.update(skipped=str(e), seconds=time.perf_counter() - t1)
-            else:
-                registry.promote(lib, mv.id, note=f"bench.experiments.learning round {r}")
-                await asyncio.to_thread(policy.set_adapter, mv.id, mv.adapter_path)
-                version = mv.id
-                train_rec = {"steps": int(mv.metrics.get("steps", a.steps_per_round)),
-                             "seconds": time.perf_counter() - t1,
-                             "metrics": {k: v for k, v in mv.metrics.items() if isinstance(v, int | float)}}
-        lib.finish_run(run_id, {"collect": collect})
+            version, train_rec = await self.train_round(method, r, lib, policy)
+        lib.finish_run(run_id, {"collect": collected})
         evals = await self.eval_all(policy, lib if memory else None)
-        return {"round": r, "version": version if not memory else f"memory-r{r}", "collect": collect,
+        return {"round": r, "version": version if not memory else f"memory-r{r}", "collect": collected,
                 "train": train_rec, "evals": evals}
+
+    async def train_round(self, method: str, r: int, lib, policy) -> tuple[str, dict[str, Any]]:
+        """Train the round's steps and promote the result unconditionally; (served version, train record)."""
+        from agent.cycle import Skipped, promote, train_candidate
+
+        a = self.args
+        self.say(f"{method} r{r}: train {a.steps_per_round} step(s)", total=a.steps_per_round)
+        t1 = time.perf_counter()
+        result = await train_candidate(
+            lib, method, steps=a.steps_per_round, env=a.train_env, overrides=self.overrides(method), gpu=a.gpu,
+            progress=lambda step, total, logs: self.progress.update(self.bar, completed=step, total=total),
+        )
+        if isinstance(result, Skipped):
+            return policy.version, {"steps": 0, "seconds": time.perf_counter() - t1, "skipped": result.reason}
+        await promote(lib, policy, result.id, note=f"bench.experiments.learning round {r}")
+        return result.id, {"steps": int(result.metrics.get("steps", a.steps_per_round)), "seconds": time.perf_counter() - t1,
+                           "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}}
 
     def overrides(self, method: str) -> dict[str, Any]:
         from agent.policy.base import parse_model_spec

@@ -87,25 +87,19 @@ class Harness:
         return self.envs[env_spec].sample(self.args.episodes, "train", seed=SEED * 1_000_003 + r * 10_007)
 
     async def collect(self, source: str, env_spec: str, policy, lib, r: int) -> tuple[list[Any], float]:
-        from agent.feedback import make_feedback_source
-        from agent.graph import GraphDeps
-        from agent.runner import run_episodes
+        from agent.cycle import collect
         from memory.records import Run
 
         env = self.envs[env_spec]
         run_id = f"round-{r}"
         lib.start_run(Run(id=run_id, kind="run", env=env_spec, model_version=policy.version,
                           config={"round": r, "feedback": source}))
-        fb = make_feedback_source(source, env)
         self.say(f"{source} r{r}: collect {self.args.episodes} on {env_spec} ({policy.version})", total=self.args.episodes)
         t0 = time.perf_counter()
-        episodes, summary = await run_episodes(self.tasks(env_spec, r), GraphDeps(policy, env, self.config(), lib, fb),
-                                               concurrency=16, run_id=run_id,
-                                               metadata={"purpose": "self_reward_bench", "round": r},
-                                               on_episode=self.tick)
+        episodes, summary = await collect(policy, [(env, self.tasks(env_spec, r))], self.config(), library=lib,
+                                          feedback=source, run_id=run_id, concurrency=16, on_episode=self.tick,
+                                          metadata={"origin": "self_reward_bench", "round": r})
         seconds = time.perf_counter() - t0
-        if summary.errors and not episodes:
-            raise RuntimeError(f"every {source} episode failed (a bug, not the model): {summary.errors[0].error}")
         lib.finish_run(run_id, {"episodes": len(episodes), "errors": len(summary.errors)})
         return episodes, seconds
 
@@ -131,14 +125,13 @@ class Harness:
                 "true_success": m["truth"]["p"] or 0.0, "unreliable": m["unreliable"]}
 
     async def evaluate(self, policy) -> dict[str, Any]:
-        from agent.evaluate import evaluate
+        from agent.cycle import HeldOut, evaluate_version
 
         n = self.args.eval_n
         self.say(f"eval {policy.version} on {ARITH}", total=n)
-        res = await evaluate(policy, self.envs[ARITH], n, seed=EVAL_SEED, max_attempts=1,
-                             max_tokens=self.args.max_tokens, concurrency=32, on_episode=self.tick)
-        if res.errors and len(res.errors) == len(res.first):
-            raise RuntimeError(f"every eval episode failed (a bug, not the model): {res.errors[0]}")
+        held = HeldOut.each([self.envs[ARITH]], n, seed=EVAL_SEED, max_attempts=1, max_tokens=self.args.max_tokens,
+                            concurrency=32)
+        res = (await evaluate_version(policy, held, on_episode=self.tick)).results[ARITH]
         k = sum(res.first)
         lo, hi = wilson(k, len(res.first))
         return {"acc": res.first_try_accuracy, "k": k, "n": len(res.first), "lo": lo, "hi": hi,
@@ -146,44 +139,44 @@ class Harness:
 
     async def train_source(self, source: str, lib) -> None:
         from agent.serving import serving_policy
-        from trainer import registry
-        from trainer.train import NotEnoughDataError, train
 
         a = self.args
         policy = serving_policy(a.model, lib)
         try:
             for r in range(1, a.rounds + 1):
                 if r == 1 and source in self.results.get("_r1", {}):
-                    collect = self.results["_r1"][source]
+                    collected = self.results["_r1"][source]
                 else:
                     episodes, seconds = await self.collect(source, ARITH, policy, lib, r)
-                    collect = self.collect_record(episodes, source, seconds)
-                self.say(f"{source} r{r}: train {a.method} {a.steps} step(s)", total=a.steps)
-                t1 = time.perf_counter()
-                overrides: dict[str, Any] = {"report_to": [], "save_steps": 1000,
-                                             **generation_overrides(a.method, a.max_tokens)}
-                try:
-                    mv = await asyncio.to_thread(
-                        train, lib, a.method, steps=a.steps, env=ARITH, overrides=overrides,
-                        progress=lambda step, total, logs: self.progress.update(self.bar, completed=step, total=total))
-                except NotEnoughDataError as e:
-                    tr = {"skipped": str(e), "seconds": time.perf_counter() - t1, "steps": 0}
-                    self.print(f"{source} r{r}: training skipped — {e}")
-                else:
-                    registry.promote(lib, mv.id, note=f"bench.experiments.self_reward round {r}")
-                    await asyncio.to_thread(policy.set_adapter, mv.id, mv.adapter_path)
-                    tr = {"seconds": time.perf_counter() - t1, "steps": int(mv.metrics.get("steps", a.steps)),
-                          "rows": int(mv.metrics.get("train_rows", 0)),
-                          "loss": mv.metrics.get("train_loss")}
+                    collected = self.collect_record(episodes, source, seconds)
+                tr = await self.train_round(source, r, lib, policy)
                 ev = await self.evaluate(policy)
-                rec = {"round": r, "version": policy.version, "collect": collect, "train": tr, "eval": ev}
+                rec = {"round": r, "version": policy.version, "collect": collected, "train": tr, "eval": ev}
                 self.results["train"][source]["rounds"].append(rec)
                 save_results(self.path, self.results)
-                self.print(f"{source} round {r}: {policy.version} | pseudo {collect['mean_self_reward']:.2f} "
-                           f"(true {collect['true_success']:.0%}) | held-out {ev['acc']:.0%} | "
-                           f"collect {collect['seconds']:.0f}s train {tr['seconds']:.0f}s eval {ev['seconds']:.0f}s")
+                self.print(f"{source} round {r}: {policy.version} | pseudo {collected['mean_self_reward']:.2f} "
+                           f"(true {collected['true_success']:.0%}) | held-out {ev['acc']:.0%} | "
+                           f"collect {collected['seconds']:.0f}s train {tr['seconds']:.0f}s eval {ev['seconds']:.0f}s")
         finally:
             await policy.aclose()
+
+    async def train_round(self, source: str, r: int, lib, policy) -> dict[str, Any]:
+        """Train the round's steps on this source's library and promote the result unconditionally."""
+        from agent.cycle import Skipped, promote, train_candidate
+
+        a = self.args
+        self.say(f"{source} r{r}: train {a.method} {a.steps} step(s)", total=a.steps)
+        t1 = time.perf_counter()
+        overrides: dict[str, Any] = {"report_to": [], "save_steps": 1000, **generation_overrides(a.method, a.max_tokens)}
+        result = await train_candidate(
+            lib, a.method, steps=a.steps, env=ARITH, overrides=overrides,
+            progress=lambda step, total, logs: self.progress.update(self.bar, completed=step, total=total))
+        if isinstance(result, Skipped):
+            self.print(f"{source} r{r}: training skipped — {result.reason}")
+            return {"skipped": result.reason, "seconds": time.perf_counter() - t1, "steps": 0}
+        await promote(lib, policy, result.id, note=f"bench.experiments.self_reward round {r}")
+        return {"seconds": time.perf_counter() - t1, "steps": int(result.metrics.get("steps", a.steps)),
+                "rows": int(result.metrics.get("train_rows", 0)), "loss": result.metrics.get("train_loss")}
 
     async def run(self) -> None:
         from agent.policy import load_policy
