@@ -284,10 +284,10 @@ async def test_a_source_registered_outside_the_package_runs_in_episodes(arith):
             self.options = options
 
         async def score(self, task, output, deps):
-            answer = deps.env.extract_answer(output)
+            answer = deps.environment.extract_answer(output)
             ok = answer is not None and int(answer) % self.options.modulus == 0
             return (feedback_module.Feedback.correct(answer) if ok else feedback_module.Feedback.failure("odd", answer),
-                    feedback_module.ground_truth(deps.env, task, output))
+                    feedback_module.ground_truth(deps.environment, task, output))
 
     try:
         assert "parity_demo" in list_feedback_sources()

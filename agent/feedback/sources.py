@@ -153,7 +153,7 @@ class MajorityFeedback:
             max_tokens=deps.config.solve_tokens, temperature=o.temperature, top_p=deps.config.top_p, n=o.k
         )
         completions = await policy.generate([task.messages()], params)
-        answers = (deps.env.extract_answer(c.text) for c in completions)
+        answers = (deps.environment.extract_answer(c.text) for c in completions)
         return [normalize_answer(a) for a in answers if a is not None]  # unparseable samples do not vote
 
     async def _label(self, task: Task, answer: str, deps: GraphDeps) -> tuple[str, int, int] | None:
@@ -172,10 +172,10 @@ class MajorityFeedback:
         return self._offline[task.id]
 
     async def score(self, task: Task, output: str, deps: GraphDeps) -> tuple[Feedback, Feedback | None]:
-        truth = ground_truth(deps.env, task, output)
-        raw = deps.env.extract_answer(output)
+        truth = ground_truth(deps.environment, task, output)
+        raw = deps.environment.extract_answer(output)
         if raw is None:
-            return Feedback.failure(deps.env.missing_answer_message(output)), truth
+            return Feedback.failure(deps.environment.missing_answer_message(output)), truth
         answer = normalize_answer(raw)
         found = await self._label(task, answer, deps)
         if found is None:
@@ -214,10 +214,10 @@ class RubricFeedback:
 
     async def score(self, task: Task, output: str, deps: GraphDeps) -> tuple[Feedback, Feedback | None]:
         items = rubric_of(task)
-        truth = ground_truth(deps.env, task, output)
-        answer = deps.env.extract_answer(output)
+        truth = ground_truth(deps.environment, task, output)
+        answer = deps.environment.extract_answer(output)
         if answer is None:
-            return Feedback.failure(deps.env.missing_answer_message(output)), truth
+            return Feedback.failure(deps.environment.missing_answer_message(output)), truth
         o = self.options
         chats = [
             [{"role": "user", "content": RUBRIC_GRADE.format(question=task.question, response=answer, criterion=i["criterion"])}]
@@ -254,10 +254,10 @@ class CritiqueFeedback:
         self.options = options or CritiqueOptions()
 
     async def score(self, task: Task, output: str, deps: GraphDeps) -> tuple[Feedback, Feedback | None]:
-        truth = ground_truth(deps.env, task, output)
-        answer = deps.env.extract_answer(output)
+        truth = ground_truth(deps.environment, task, output)
+        answer = deps.environment.extract_answer(output)
         if answer is None:
-            return Feedback.failure(deps.env.missing_answer_message(output)), truth
+            return Feedback.failure(deps.environment.missing_answer_message(output)), truth
         messages = [*task.messages(), {"role": "assistant", "content": output}, {"role": "user", "content": prompts.CRITIQUE}]
         [completion] = await deps.policy.generate([messages], deps.config.params("critique"))
         verdict = prompts.parse_verdict(completion.text)
