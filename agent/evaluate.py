@@ -23,7 +23,7 @@ from agent.runner import EpisodeError, eval_config, run_episodes
 from environments import Environment, Task
 from memory.protocol import Library, ModelVersions
 from memory.records import Episode
-from trainer.gate import TaskOutcome, wilson  # one definition of the outcome and of the 95% interval
+from trainer.gate import TaskOutcome, outcomes_from_episodes, wilson  # one outcome type, one 95% interval
 
 
 @dataclass
@@ -105,11 +105,9 @@ async def evaluate(
     deps = GraphDeps(policy, env, config, hints)
     episodes, summary = await run_episodes(tasks, deps, concurrency=concurrency, seed=seed, on_episode=on_episode,
                                            purpose="eval")
-    by_task = {ep.task.id: ep for ep in episodes}
-    outcomes = {}
-    for task in tasks:  # task order; an episode that errored counts as unsolved and is listed in errors
-        ep = by_task.get(task.id)
-        outcomes[task.id] = TaskOutcome(ep is not None and ep.first_success, ep is not None and ep.success)
+    found = outcomes_from_episodes(episodes)
+    # task order; an episode that errored counts as unsolved and is listed in errors
+    outcomes = {task.id: found.get(task.id, TaskOutcome(False, False)) for task in tasks}
     return EvalResult(env=env.spec, version=policy.version, n=n, seed=seed, max_attempts=max_attempts,
                       outcomes=outcomes, seconds=summary.seconds, tokens=summary.tokens,
                       errors=[e.error for e in summary.errors])
