@@ -31,7 +31,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.evaluate import EvalResult, evaluate, store_result, stored_result
 from agent.graph import EpisodeConfig, GraphDeps
@@ -42,6 +42,9 @@ from memory.protocol import Library, ModelVersions
 from memory.records import Episode, ModelVersion
 from trainer import registry
 from trainer.gate import GateDecision, Metric, TaskOutcome, evaluate_gate
+
+if TYPE_CHECKING:
+    from trainer.train import ProgressFn
 
 OnEpisode = Callable[[Episode | None, EpisodeError | None], None]
 
@@ -79,9 +82,10 @@ async def collect(
     from agent.feedback import make_feedback_source
 
     start = time.perf_counter()
-    jobs = [run_episodes(list(tasks), GraphDeps(policy, env, config, library, make_feedback_source(feedback, env)),
+    jobs = [run_episodes(list(tasks), GraphDeps(policy, environment, config, library,
+                                                   make_feedback_source(feedback, environment)),
                          concurrency=concurrency, run_id=run_id, seed=seed, metadata=metadata, on_episode=on_episode)
-            for env, tasks in plan if tasks]
+            for environment, tasks in plan if tasks]
     results = await asyncio.gather(*jobs)
     episodes = [e for eps, _ in results for e in eps]
     errors = [err for _, s in results for err in s.errors]
@@ -99,7 +103,7 @@ class Skipped:
 
 
 async def train_candidate(library: Library, method: str, *, steps: int, env: str | None = None,
-                          overrides: dict[str, Any] | None = None, progress: Any = None, resume: bool = False,
+                          overrides: dict[str, Any] | None = None, progress: ProgressFn | None = None, resume: bool = False,
                           gpu: bool = False, train_fn: Callable[..., ModelVersion] | None = None) -> ModelVersion | Skipped:
     """Train ``method`` in a worker thread and register the candidate, or :class:`Skipped` for too little data.
 
@@ -136,17 +140,17 @@ class HeldOut:
     @classmethod
     def each(cls, envs: Iterable[Environment], n: int, **settings: Any) -> HeldOut:
         """``n`` tasks of every environment."""
-        return cls(tuple((env, n) for env in envs), **settings)
+        return cls(tuple((environment, n) for environment in envs), **settings)
 
     @classmethod
     def shared(cls, envs: Iterable[Environment], total: int, **settings: Any) -> HeldOut:
         """``total`` tasks split evenly across the environments (as the daemon's gate does); the remainder
         goes to the first specs in sorted order, and an environment left with none is left out."""
-        by_spec = {env.spec: env for env in envs}
+        by_spec = {environment.spec: environment for environment in envs}
         base, rest = divmod(total, len(by_spec)) if by_spec else (0, 0)
         extra = set(sorted(by_spec)[:rest])
-        counts = ((env, base + (spec in extra)) for spec, env in by_spec.items())
-        return cls(tuple((env, n) for env, n in counts if n), **settings)
+        counts = ((environment, base + (spec in extra)) for spec, environment in by_spec.items())
+        return cls(tuple((environment, n) for environment, n in counts if n), **settings)
 
 
 @dataclass
@@ -182,24 +186,24 @@ async def evaluate_version(policy: Policy, held_out: HeldOut, *, hints: Library 
                            on_episode: OnEpisode | None = None) -> Evaluation:
     """Score the version ``policy`` serves on every held-out environment (nothing recorded)."""
     results = {}
-    for env, n in held_out.counts:
-        res = await evaluate(policy, env, n, seed=held_out.seed, max_attempts=held_out.max_attempts,
+    for environment, n in held_out.counts:
+        res = await evaluate(policy, environment, n, seed=held_out.seed, max_attempts=held_out.max_attempts,
                              max_tokens=held_out.max_tokens, concurrency=held_out.concurrency, hints=hints,
                              on_episode=on_episode)
         if res.errors and len(res.errors) == len(res.outcomes):
-            raise EvaluationError(f"every eval episode on {env.spec} failed (not the model's fault): {res.errors[0]}")
-        results[env.spec] = res
+            raise EvaluationError(f"every eval episode on {environment.spec} failed (not the model's fault): {res.errors[0]}")
+        results[environment.spec] = res
     return Evaluation(policy.version, results)
 
 
 def stored_evaluation(library: ModelVersions, version_id: str, held_out: HeldOut) -> Evaluation | None:
     """The evaluation kept on the version for exactly these held-out settings (every environment), or None."""
     results = {}
-    for env, n in held_out.counts:
-        res = stored_result(library, version_id, env.spec, n, held_out.seed, held_out.max_attempts)
+    for environment, n in held_out.counts:
+        res = stored_result(library, version_id, environment.spec, n, held_out.seed, held_out.max_attempts)
         if res is None:
             return None
-        results[env.spec] = res
+        results[environment.spec] = res
     return Evaluation(version_id, results, reused=True)
 
 

@@ -1,6 +1,6 @@
 """Held-out evaluation of one model version on one environment: per-task first-try and final outcomes.
 
-Every version is scored on the *same* tasks — ``unique_eval_tasks(env, n, seed)`` is a pure function of
+Every version is scored on the *same* tasks — ``unique_eval_tasks(environment, n, seed)`` is a pure function of
 (environment config, n, seed) — so two versions' results are paired task by task, which is what the
 promotion gate compares. Decoding is greedy and memory hints are off unless a library is given as
 ``hints`` (the learning experiment's retrieval-only method), so a difference between two versions is the
@@ -73,11 +73,11 @@ class EvalResult:
         }
 
 
-def unique_eval_tasks(env: Environment, n: int, seed: int = 0) -> list[Task]:
+def unique_eval_tasks(environment: Environment, n: int, seed: int = 0) -> list[Task]:
     """``n`` distinct held-out tasks (fewer if the eval split is smaller), the same list every call."""
     tasks: dict[str, Task] = {}
     for draw in range(1, 9):
-        for t in env.sample(n * draw * 2, split="eval", seed=seed):
+        for t in environment.sample(n * draw * 2, split="eval", seed=seed):
             tasks.setdefault(t.id, t)
         if len(tasks) >= n:
             break
@@ -86,7 +86,7 @@ def unique_eval_tasks(env: Environment, n: int, seed: int = 0) -> list[Task]:
 
 async def evaluate(
     policy: Policy,
-    env: Environment,
+    environment: Environment,
     n: int,
     *,
     seed: int = 0,
@@ -99,16 +99,16 @@ async def evaluate(
     """Run ``n`` held-out tasks greedily (:func:`agent.runner.eval_config`); nothing is recorded.
 
     ``hints``: show similar past successes from this library (retrieval on, as the episode graph does)."""
-    tasks = unique_eval_tasks(env, n, seed)
+    tasks = unique_eval_tasks(environment, n, seed)
     config = eval_config(max_attempts=max_attempts, max_tokens=max_tokens).model_copy(
         update={"record": False, "retrieval": hints is not None})
-    deps = GraphDeps(policy, env, config, hints)
+    deps = GraphDeps(policy, environment, config, hints)
     episodes, summary = await run_episodes(tasks, deps, concurrency=concurrency, seed=seed, on_episode=on_episode,
                                            purpose="eval")
     found = outcomes_from_episodes(episodes)
     # task order; an episode that errored counts as unsolved and is listed in errors
     outcomes = {task.id: found.get(task.id, TaskOutcome(False, False)) for task in tasks}
-    return EvalResult(env=env.spec, version=policy.version, n=n, seed=seed, max_attempts=max_attempts,
+    return EvalResult(env=environment.spec, version=policy.version, n=n, seed=seed, max_attempts=max_attempts,
                       outcomes=outcomes, seconds=summary.seconds, tokens=summary.tokens,
                       errors=[e.error for e in summary.errors])
 

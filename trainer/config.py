@@ -80,7 +80,7 @@ class _OurFields:
     env: str | None = field(default=None, metadata={"help": "Environment spec whose episodes to train on (None: all)."})
 
 
-def _check_ours(cfg: Any) -> None:
+def _check_ours(cfg: _OurFields) -> None:
     if cfg.use_lora and cfg.lora_r <= 0:
         raise ValueError(f"lora_r must be > 0 with use_lora=True (got {cfg.lora_r}); or set use_lora=False")
     if cfg.use_lora and not cfg.lora_target_modules:
@@ -163,7 +163,7 @@ def config_for(method: str, output_dir: str, gpu: bool = False, **overrides: Any
     return cls(output_dir=output_dir, **kwargs)
 
 
-def lora_config(cfg: Any, model: Any = None):
+def lora_config(cfg: _OurFields, model: Any = None):
     """The PEFT LoraConfig our fields describe; None for a full fine-tune or when ``model`` already has
     an adapter (a parent's adapter being trained further)."""
     if not cfg.use_lora or getattr(model, "peft_config", None):

@@ -9,8 +9,9 @@ TRL renders prompts with the tokenizer's chat template exactly like the agent do
 - Training needs the exact prompts the policy saw, so prompts are the recorded ``ModelCall.messages``,
   never rebuilt from the task.
 - Columns the rewards need ride along (TRL passes extra dataset columns to reward functions as keyword
-  lists): ``task`` (the Task as JSON), ``env`` (its environment spec), ``retry_message`` (the recorded
-  retry instruction, see the invariant in :mod:`memory.records`), ``episode_id``.
+  lists): ``task`` (the Task as JSON: :func:`task_column` writes it, :func:`task_of` reads it, once per
+  distinct task), ``env`` (its environment spec), ``retry_message`` (the recorded retry instruction, see
+  the invariant in :mod:`memory.records`), ``episode_id``.
 - Self-reward (``Episode.feedback_source`` other than ``verifier``): feedback marked unreliable
   (``Feedback.reliable=False``, SRT's online filter) is never trained on — every builder skips the
   attempts whose verdict it would use (see each builder). The GRPO datasets (:func:`reflection_dataset`,
@@ -39,8 +40,20 @@ from environments.chat import with_system
 from memory.records import Attempt, Episode
 
 Messages = list[dict[str, str]]
-# One instance per env spec for the builders that re-verify (an env is a pure function of its spec).
-_environment = functools.lru_cache(maxsize=64)(get_environment)
+# One instance per env spec for everything that re-verifies (an env is a pure function of its spec).
+environment_of = functools.lru_cache(maxsize=64)(get_environment)
+
+
+def task_column(task: Task) -> str:
+    """The ``task`` column: the Task as JSON, the one form that survives the dataset on disk (``save_to_disk``
+    for resume) and TRL's column passing unchanged. :func:`task_of` is the only way back."""
+    return task.model_dump_json()
+
+
+@functools.lru_cache(maxsize=4096)
+def task_of(column: str) -> Task:
+    """The Task of a ``task`` column value, parsed once per distinct task (TRL passes columns every step)."""
+    return Task.model_validate_json(column)
 
 
 def assistant(text: str) -> Messages:
@@ -123,7 +136,7 @@ def reflection_dataset(episodes: Sequence[Episode], env: str | None = None) -> D
             continue
         rows.append({
             "prompt": with_system(first.reflect.messages),
-            "task": ep.task.model_dump_json(),
+            "task": task_column(ep.task),
             "env": ep.task.env,
             "retry_message": dict(retry.solve.messages[-1]),
             "episode_id": ep.id,
@@ -159,7 +172,7 @@ def first_attempt_dataset(episodes: Sequence[Episode], env: str | None = None, u
         if labelled is None:
             continue
         seen.add(ep.task.id)
-        rows.append({"prompt": with_system(ep.attempts[0].solve.messages), "task": ep.task.model_dump_json(),
+        rows.append({"prompt": with_system(ep.attempts[0].solve.messages), "task": task_column(ep.task),
                      "env": ep.task.env, "episode_id": ep.id, **labelled})
     return _from_rows(rows, FIRST_ATTEMPT_COLUMNS)
 
@@ -190,7 +203,7 @@ def sft_dataset(episodes: Sequence[Episode], env: str | None = None, reformat: b
                          "episode_id": ep.id, "kind": "success"})
         if reformat and not ep.first_success and not _self_reward(ep):
             first = ep.attempts[0].solve
-            environment = _environment(ep.task.env)
+            environment = environment_of(ep.task.env)
             fixed = environment.reformat(ep.task, first.output)
             if fixed is not None and environment.verify(ep.task, fixed).success:
                 rows.append({"prompt": with_system(first.messages), "completion": assistant(fixed),
@@ -230,7 +243,7 @@ def rationalize(
         raise ValueError(f"generate returned {len(outputs)} completions for {len(hinted)} prompts")
     rows = []
     for ep, text in zip(failed, outputs, strict=True):
-        if _environment(ep.task.env).verify(ep.task, text).success:
+        if environment_of(ep.task.env).verify(ep.task, text).success:
             rows.append({"prompt": with_system(ep.attempts[0].solve.messages), "completion": assistant(text),
                          "episode_id": ep.id, "kind": "rationalized"})
     return _from_rows(rows, SFT_COLUMNS)

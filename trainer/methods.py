@@ -31,7 +31,7 @@ import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -46,8 +46,20 @@ BUILTIN_MODULES: dict[str, str] = {
     "dpo": "trainer.dpo",
 }
 
-DatasetBuilder = Callable[["Sequence[Episode]", "str | None", Any], "Dataset"]
-TrainerBuilder = Callable[..., Any]  # (model, tokenizer, dataset, config, callbacks=None) -> a transformers Trainer
+
+
+class DatasetBuilder(Protocol):
+    """Rows for the method from recorded episodes (of env spec ``env``, or all), given the method's config."""
+
+    def __call__(self, episodes: Sequence[Episode], env: str | None, config: Any, /) -> Dataset: ...
+
+
+class TrainerBuilder(Protocol):
+    """A ready-to-``train()`` transformers/TRL trainer for the rows (``callbacks``: progress, stop)."""
+
+    def __call__(self, model: Any, tokenizer: Any, dataset: Dataset, config: Any, callbacks: list | None = None) -> Any: ...
+
+
 _REGISTRY: dict[str, TrainingMethod] = {}
 
 

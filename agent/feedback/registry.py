@@ -3,7 +3,7 @@ entry points, like the environments' registry.
 
 A source is a class with ``options_class`` (a pydantic model of its options; unknown keys are errors), a
 constructor taking one instance of it, and ``async score(task, output, deps) -> (feedback, ground truth or
-None)`` (:class:`agent.graph.FeedbackSource`). It may define ``check_environment(env)`` (a classmethod) to
+None)`` (:class:`agent.graph.FeedbackSource`). It may define ``check_environment(environment)`` (a classmethod) to
 refuse an environment it cannot grade before the first episode. A third-party package adds one with no
 change here::
 
@@ -100,8 +100,8 @@ def list_feedback_sources() -> dict[str, type]:
     return dict(_REGISTRY)
 
 
-def make_feedback_source(spec: str, env: Environment, **options: Any) -> FeedbackSource | None:
-    """Build a feedback source from its spec (``"verifier"`` → None: the graph calls ``env.verify``).
+def make_feedback_source(spec: str, environment: Environment, **options: Any) -> FeedbackSource | None:
+    """Build a feedback source from its spec (``"verifier"`` → None: the graph calls ``environment.verify``).
 
     ``spec`` may carry options like an environment spec (``"majority:k=8,threshold=0.5"``); keyword
     ``options`` override them. Raises ValueError naming the fix for an unknown name, a bad option, or an
@@ -127,5 +127,5 @@ def make_feedback_source(spec: str, env: Environment, **options: Any) -> Feedbac
         raise ValueError(f"invalid options for feedback source {base!r}: {e}\nValid options: {valid}") from e
     check = getattr(cls, "check_environment", None)
     if check is not None:
-        check(env)  # fail now, not in the first episode
+        check(environment)  # fail now, not in the first episode
     return cls(opts)

@@ -90,11 +90,11 @@ def is_unreliable(feedback: Feedback) -> bool:
     return not feedback.reliable
 
 
-def ground_truth(env: Environment, task: Task, output: str) -> Feedback | None:
+def ground_truth(environment: Environment, task: Task, output: str) -> Feedback | None:
     """The environment's verdict when it has a verifier, else None (nothing to measure the gap against)."""
-    if not getattr(env, "has_verifier", True):
+    if not getattr(environment, "has_verifier", True):
         return None
-    return env.verify(task, output)
+    return environment.verify(task, output)
 
 
 # ----- options -----
@@ -208,9 +208,9 @@ class RubricFeedback:
         self.options = options or RubricOptions()
 
     @classmethod
-    def check_environment(cls, env: Environment) -> None:
+    def check_environment(cls, environment: Environment) -> None:
         """Refuse an environment whose tasks carry no rubric (ValueError naming the fix)."""
-        rubric_of(env.sample(1, "train", seed=0)[0])
+        rubric_of(environment.sample(1, "train", seed=0)[0])
 
     async def score(self, task: Task, output: str, deps: GraphDeps) -> tuple[Feedback, Feedback | None]:
         items = rubric_of(task)
