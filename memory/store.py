@@ -31,6 +31,11 @@ import sqlite_utils
 from memory.records import Episode, ModelVersion, Run
 
 SCHEMA_VERSION = 2
+# Schema 1 -> 2: ``episodes.purpose`` (train | eval), filled from the metadata string schema 1 episodes carried.
+PURPOSE_STEP = (
+    "ALTER TABLE episodes ADD COLUMN purpose TEXT NOT NULL DEFAULT 'train'",
+    "UPDATE episodes SET purpose = 'eval' WHERE json_extract(episode_json, '$.metadata.purpose') = 'eval'",
+)
 FILTER_KEYS = ("env", "success", "first_success", "model_version", "run_id", "since", "purpose")
 
 
@@ -100,11 +105,11 @@ class Store:
                 "id": str, "run_id": str, "env": str, "task_id": str, "split": str, "question": str,
                 "model_version": str, "feedback_source": str, "success": int, "first_success": int,
                 "recovered": int, "n_attempts": int, "tokens": int, "created_at": float, "seconds": float,
-                "error": str, "episode_json": str, "indexed": int, "updated_at": float, "purpose": str,
+                "error": str, "episode_json": str, "indexed": int, "updated_at": float,
             },
-            pk="id", not_null={"env", "episode_json"}, defaults={"indexed": 0, "purpose": "train"}, if_not_exists=True,
+            pk="id", not_null={"env", "episode_json"}, defaults={"indexed": 0}, if_not_exists=True,
         )
-        self._add_purpose(version)
+        self._add_purpose()
         db["attempts"].create(
             {
                 "id": str, "episode_id": str, "idx": int, "success": int, "reward": float, "answer": str,
@@ -134,15 +139,21 @@ class Store:
             [str(SCHEMA_VERSION)],
         )
 
-    def _add_purpose(self, version: int) -> None:
-        """Schema 1 → 2: the ``purpose`` column, filled from the metadata string schema 1 episodes carried.
-
-        Idempotent (a kill between the two statements is repaired on the next open: the version is still 1)."""
-        db = self.db
-        if "purpose" not in db["episodes"].columns_dict:
-            db.execute("ALTER TABLE episodes ADD COLUMN purpose TEXT NOT NULL DEFAULT 'train'")
-        if version < 2:
-            db.execute("UPDATE episodes SET purpose = 'eval' WHERE json_extract(episode_json, '$.metadata.purpose') = 'eval'")
+    def _add_purpose(self) -> None:
+        """:data:`PURPOSE_STEP` in one transaction (all or nothing); skipped where the column exists (checked
+        again under the write lock: another process may have migrated the file meanwhile)."""
+        if "purpose" in self.db["episodes"].columns_dict:
+            return
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(episodes)")}
+            for sql in () if "purpose" in columns else PURPOSE_STEP:
+                conn.execute(sql)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # ----- episodes: writes -----
     def put_episode(self, episode: Episode) -> None:
