@@ -3,12 +3,22 @@
     from environments import get_environment
     env = get_environment("arithmetic:digits=2")
     task = env.sample(1, split="train", seed=0)[0]
-    env.verify(task, "<answer>42</answer>")  # -> Feedback(reward, success, message, answer)
+    env.verify(task, "<answer>17</answer>")  # -> Feedback(reward, success, message, answer)
 
 See docs/environments.md for writing a new one.
 """
 
-from .base import SPLITS, EnvConfig, Environment, Feedback, Message, Split, Task, normalize_answer
+from .base import (
+    BARE_FEEDBACK,
+    SPLITS,
+    EnvConfig,
+    Environment,
+    Feedback,
+    Message,
+    Split,
+    Task,
+    normalize_answer,
+)
 from .registry import (
     ENTRY_POINT_GROUP,
     get_environment,
@@ -22,6 +32,7 @@ from .registry import (
 from . import arithmetic, countdown, function_calling, open_ended, reasoning_gym_env  # noqa: E402,F401  isort: skip
 
 __all__ = [
+    "BARE_FEEDBACK",
     "ENTRY_POINT_GROUP",
     "SPLITS",
     "EnvConfig",

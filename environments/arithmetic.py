@@ -84,7 +84,7 @@ class Arithmetic(Environment):
 
     config_class = ArithmeticConfig
     system_prompt = "You are a helpful assistant that solves arithmetic problems."
-    answer_instruction = "Give the final number inside <answer></answer> tags, e.g. <answer>42</answer>."
+    answer_instruction = "Give the final number inside <answer></answer> tags."
 
     def generate(self, rng: random.Random) -> tuple[str, dict[str, Any], float]:
         cfg = self.config
@@ -111,11 +111,11 @@ class Arithmetic(Environment):
         fixed = self.reformat(task, text)  # strict and no tagged answer: was the right number there, untagged?
         number = self.extract_answer(fixed) if fixed is not None else None
         if number is not None and self.check(task, number).success:
-            return Feedback.failure(
+            return self.with_detail(Feedback.failure(
                 f"{number} is the right number, but it is not inside <answer></answer> tags, so it does not count. "
                 + self.answer_instruction,
                 reward=self.config.untagged_credit,
-            )
+            ))
         return feedback
 
     def reformat(self, task: Task, text: str) -> str | None:
@@ -139,9 +139,11 @@ class Arithmetic(Environment):
         value = parse_int(answer)
         if value is None:
             return Feedback.failure(f"The answer {answer!r} is not a single integer.", answer=answer)
-        if value == task.reference["value"]:
+        expected = task.reference["value"]
+        if value == expected:
             return Feedback.correct(answer)
-        return Feedback.failure(f"{value} is wrong: {task.reference['expression']} is not {value}.", answer=answer)
+        # Informative without giving the answer away: the direction of the error (one bit), never the value.
+        return Feedback.failure(f"{value} is wrong: it is too {'high' if value > expected else 'low'}.", answer=answer)
 
 
 def _evaluate(nums: list[int], ops: list[str]) -> int:

@@ -109,7 +109,15 @@ class EnvConfig(BaseModel):
     eval_fraction: float = Field(
         default=0.2, gt=0.0, lt=1.0, description="Share of the task space held out for the eval split."
     )
+    feedback_detail: Literal["informative", "bare"] = Field(
+        default="informative",
+        description="What the message of a failed answer says: informative = why it is wrong, never the right "
+        "answer (the default); bare = only that it is wrong, as in the R3 paper.",
+    )
 
+
+BARE_FEEDBACK = "The answer is wrong."
+"""The message of every failure under ``feedback_detail="bare"`` (R3's feedback says only that it failed)."""
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 
@@ -223,9 +231,14 @@ class Environment(ABC):
     def verify(self, task: Task, text: str) -> Feedback:
         """Extract the answer from model ``text`` and check it. Never raises for bad model output."""
         answer = self.extract_answer(text)
-        if answer is None:
-            return Feedback.failure(self.missing_answer_message(text))
-        return self.check(task, answer)
+        feedback = Feedback.failure(self.missing_answer_message(text)) if answer is None else self.check(task, answer)
+        return self.with_detail(feedback)
+
+    def with_detail(self, feedback: Feedback) -> Feedback:
+        """``feedback`` as ``feedback_detail`` wants it said: a bare failure keeps its reward, not its reason."""
+        if feedback.success or self.config.feedback_detail == "informative":
+            return feedback
+        return feedback.model_copy(update={"message": BARE_FEEDBACK})
 
     def reformat(self, task: Task, text: str) -> str | None:
         """``text`` with its answer rewritten into the format ``answer_instruction`` asks for, or ``None``.

@@ -92,7 +92,7 @@ class Countdown(Environment):
     system_prompt = "You are a helpful assistant that writes arithmetic equations."
     answer_instruction = (
         "Use + - * / and parentheses; each given number at most once. "
-        "Give only the expression inside <answer></answer> tags, e.g. <answer>(1 + 2) * 3</answer>."
+        "Give only the expression inside <answer></answer> tags."
     )
 
     def generate(self, rng: random.Random) -> tuple[str, dict[str, Any], float]:

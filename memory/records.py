@@ -5,9 +5,13 @@ Training later needs the *exact* prompts, so each model call keeps its input mes
 Invariants the trainer relies on (the episode graph guarantees them and tests check them):
 - ``attempts[k].solve`` is the call that produced attempt k's answer: the solve call for k = 0 and the
   retry call for k > 0 (its ``node`` says which). The field keeps its name so stored JSON loads as is.
-- If attempt k failed and a reflection was written, ``attempts[k].reflect`` holds it, and the retry's
-  input is ``reflect.messages + [assistant: reflect.output] + [retry instruction]`` — so the retry
-  prompt for a *new* reflection is ``reflect.messages + [assistant: new] + [attempts[k+1].solve.messages[-1]]``.
+- If attempt k failed and a reflection was written, ``attempts[k].reflect`` holds it, and the retry call
+  ``attempts[k+1].solve`` contains it verbatim at ``reflection_slot`` (message index, start, end), whatever
+  the retry design (agent/prompts.py): the retry prompt for a *new* reflection is
+  ``put_reflection(retry.messages, retry.reflection_slot, new)``. Records written before the slot existed
+  (``reflection_slot is None``) used the conversation design: ``reflect.messages + [assistant: reflect.output]
+  + [retry instruction]``, i.e. the slot is the whole content of message ``len(reflect.messages)``
+  (:func:`reflection_slot_of`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,34 @@ class ModelCall(BaseModel):
     finish_reason: str = "stop"
     model_version: str = "base"
     latency_s: float = 0.0
+    reflection_slot: tuple[int, int, int] | None = Field(
+        default=None, description="Retry calls: where the reflection sits in messages (index, start, end)."
+    )
+
+
+def put_reflection(messages: list[dict[str, str]], slot: tuple[int, int, int], reflection: str) -> list[dict[str, str]]:
+    """``messages`` with the text at ``slot`` replaced by ``reflection`` (a retry prompt for a new reflection).
+
+    >>> put_reflection([{"role": "user", "content": "A old B"}], (0, 2, 5), "new")[0]["content"]
+    'A new B'
+    """
+    i, start, end = slot
+    out = [dict(m) for m in messages]
+    content = out[i]["content"]
+    out[i] = {**out[i], "content": content[:start] + reflection + content[end:]}
+    return out
+
+
+def reflection_slot_of(reflect: ModelCall, retry: ModelCall) -> tuple[int, int, int] | None:
+    """Where ``reflect.output`` sits in the retry call's messages: its recorded slot, else the conversation
+    design's place (records written before slots existed); None if the reflection is not found there."""
+    slot = retry.reflection_slot
+    if slot is None:
+        slot = (len(reflect.messages), 0, len(reflect.output))
+    i, start, end = slot
+    if i >= len(retry.messages) or retry.messages[i]["content"][start:end] != reflect.output:
+        return None
+    return slot
 
 
 class Attempt(BaseModel):

@@ -40,8 +40,10 @@ def test_retry_prompt_invariant_rebuilds_the_recorded_retry_input():
     by_id = {e.id: e for e in eps}
     for row in ds:
         ep = by_id[row["episode_id"]]
-        rebuilt = D.retry_messages(row["prompt"], row["recorded_reflection"], row["retry_message"])
+        rebuilt = D.retry_prompt(row["retry_template"], row["retry_slot"], row["recorded_reflection"])
         assert rebuilt == with_system(ep.attempts[1].solve.messages)
+        new = D.retry_prompt(row["retry_template"], row["retry_slot"], "NEW")
+        assert "NEW" in new[row["retry_slot"][0]]["content"] and row["recorded_reflection"] not in str(new)
         assert row["prompt"][0] == {"role": "system", "content": ep.task.prompt[0].content}
 
 
@@ -177,3 +179,22 @@ def test_build_dataset_sft_reformat_switch_and_config_default():
     assert cfg.reformat_answers is True and cfg.learning_rate == 5e-4
     assert build_dataset("sft", [ep], config=cfg)["kind"] == ["reformatted"]
     assert config_for("sft", output_dir="unused", max_steps=1, reformat_answers=False).reformat_answers is False
+
+
+def test_fresh_turn_retry_with_a_recorded_slot_and_a_reflection_not_found():
+    """A retry of any design is usable when its slot holds the reflection; a record whose retry does not
+    hold the reflection where the invariant says is dropped, never trained on a wrong prompt."""
+    from agent import prompts
+
+    ep = next(e for e in mixed_episodes(3) if not e.first_success and len(e.attempts) > 1)
+    first, retry = ep.attempts[0], ep.attempts[1]
+    msgs, slot = prompts.retry_messages("fresh", first.reflect.messages, first.reflect.output, question=ep.task.question,
+                                        system=ep.task.prompt[0].content, feedback=first.feedback.message,
+                                        answer_instruction="Answer in tags.")
+    fresh = ep.model_copy(deep=True)
+    fresh.attempts[1].solve = retry.solve.model_copy(update={"messages": msgs, "reflection_slot": slot})
+    [row] = D.reflection_dataset([fresh])
+    assert D.retry_prompt(row["retry_template"], row["retry_slot"], "xyz")[-1]["content"].count("xyz") == 1
+    broken = ep.model_copy(deep=True)
+    broken.attempts[1].solve = retry.solve.model_copy(update={"messages": msgs})  # no slot, and not the old shape
+    assert len(D.reflection_dataset([broken])) == 0

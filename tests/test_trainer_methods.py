@@ -116,3 +116,63 @@ def test_grpo_reflection_one_step_on_embedded_model(library):
     mv = train(lib, "grpo-reflection", steps=1,
                overrides=dict(report_to=[], save_strategy="no", max_completion_length=32, retry_max_new_tokens=32))
     assert mv.metrics["steps"] == 1 and "train/retry_success_rate_mean" in mv.metrics
+
+
+def _dynamic_run(tiny_model, tmp_path, dynamic: bool):
+    """R3 on 6 failures: 4 hopeless (every retry fails), 2 whose retry succeeds iff the reflection's length is
+    even. Returns the advantages of every batch that entered the loss, and the trainer."""
+    model, tok = tiny_model
+    ts = tasks(6, seed=3)
+    ds = reflection_dataset([make_episode(t) for t in ts])
+    hopeless = {t.question for t in ts[:4]}
+
+    def generate(chats):
+        out = []
+        for c in chats:
+            task = next(t for t in ts if t.question in c[1]["content"])
+            ok = task.question not in hopeless and len(c[-2]["content"]) % 2 == 0
+            out.append(correct_text(task) if ok else wrong_text(task))
+        return out
+
+    cfg = config_for("grpo-reflection", str(tmp_path / f"run-{dynamic}"), max_steps=3, dynamic_sampling=dynamic,
+                     dynamic_max_rounds=3, **GRPO_FAST)
+    trainer = grpo_reflection.build_trainer(model, tok, ds, cfg, retry_reward=RetryReward(generate=generate))
+    seen = []
+    compute_loss = trainer.compute_loss
+
+    def recording(model, inputs, *a, **kw):
+        seen.append(inputs["advantages"].detach().clone())
+        return compute_loss(model, inputs, *a, **kw)
+
+    trainer.compute_loss = recording
+    trainer.train()
+    return seen, trainer
+
+
+def _zero_groups(advantages, g=2):
+    return int((advantages.view(-1, g).abs().sum(dim=1) == 0).sum())
+
+
+def test_dynamic_sampling_never_trains_an_all_equal_group(tiny_model, tmp_path):
+    seen, trainer = _dynamic_run(tiny_model, tmp_path, dynamic=True)
+    logs = [h for h in trainer.state.log_history if "dynamic/zero_variance_share" in h]
+    assert seen and logs
+    empty = sum(h.get("dynamic/empty_steps", 0) for h in logs)
+    trained = [a for a in seen if a.abs().sum() > 0]
+    assert len(trained) >= len(seen) - empty and trained, "some step must have trained a varying group"
+    assert all(_zero_groups(a) == 0 for a in trained)  # every group in the loss has a gradient
+    assert any(h["dynamic/zero_variance_share"] > 0 for h in logs)  # the hopeless failures were drawn ...
+    assert sum(h["dynamic/resampled_groups"] for h in logs) > 0  # ... and replaced
+
+
+def test_without_dynamic_sampling_all_equal_groups_enter_the_loss(tiny_model, tmp_path):
+    """The control: TRL's behaviour keeps zero-advantage groups (so the test above can fail)."""
+    seen, _ = _dynamic_run(tiny_model, tmp_path, dynamic=False)
+    assert sum(_zero_groups(a) for a in seen) > 0
+
+
+def test_dynamic_sampling_config_is_checked():
+    with pytest.raises(ValueError, match="steps_per_generation=1"):
+        config_for("grpo-reflection", "/tmp/x", gradient_accumulation_steps=2)
+    with pytest.raises(ValueError, match="dynamic_max_rounds"):
+        config_for("grpo-reflection", "/tmp/x", dynamic_max_rounds=-1)

@@ -17,7 +17,8 @@ def test_doctests():
 
 
 def _columns(ds):
-    return dict(prompts=ds["prompt"], task=ds["task"], env=ds["env"], retry_message=ds["retry_message"])
+    return dict(prompts=ds["prompt"], task=ds["task"], env=ds["env"], retry_template=ds["retry_template"],
+                retry_slot=ds["retry_slot"])
 
 
 def test_environment_reward_and_metric():
@@ -45,7 +46,7 @@ def test_retry_reward_builds_the_invariant_prompt_and_scores():
     assert out == pytest.approx([1.1, 0.0])  # second reflection leaks an answer tag: no format bonus
     assert metrics == {"retry_success_rate": 0.5} and extra["retry"] == reward.last_retries
     assert seen[0] == [*with_system(ds[0]["prompt"]), {"role": "assistant", "content": "new reflection"},
-                       ds[0]["retry_message"]]
+                       ds[0]["retry_template"][-1]]
     with pytest.raises(ValueError, match="format_weight"):
         R.RetryReward(format_weight=-1)
     with pytest.raises(RuntimeError, match="bind"):

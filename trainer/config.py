@@ -108,10 +108,25 @@ class ReflectionGRPOConfig(GRPOConfig, _OurFields):
         metadata={"help": "Weight of the reflection format bonus in the R3 reward (0 = the paper's bare 0/1)."},
     )
     retry_batch_size: int = field(default=16, metadata={"help": "Retries generated per batched generate call."})
+    dynamic_sampling: bool = field(
+        default=True,
+        metadata={"help": "DAPO dynamic sampling: drop groups whose rewards are all equal and replace them with other "
+                  "prompts (trainer/dynamic_sampling.py). False = TRL's behaviour (they stay, with zero advantage)."},
+    )
+    dynamic_max_rounds: int = field(
+        default=2, metadata={"help": "Resampling rounds per step before training on the varying groups found."}
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_ours(self)
+        if self.dynamic_sampling and self.steps_per_generation != 1:
+            raise ValueError(
+                f"dynamic_sampling needs steps_per_generation=1 (got {self.steps_per_generation}, from "
+                "gradient_accumulation_steps): set gradient_accumulation_steps=1 or dynamic_sampling=False"
+            )
+        if self.dynamic_max_rounds < 0:
+            raise ValueError(f"dynamic_max_rounds must be >= 0 (got {self.dynamic_max_rounds}); 0 = only drop, never resample")
         if self.retry_max_new_tokens <= 0:
             raise ValueError("retry_max_new_tokens must be > 0 (the saved GenerationConfig has none; it would stop at 20)")
         if self.retry_format_weight < 0 or self.retry_format_weight >= 1:

@@ -10,8 +10,8 @@ TRL renders prompts with the tokenizer's chat template exactly like the agent do
   never rebuilt from the task.
 - Columns the rewards need ride along (TRL passes extra dataset columns to reward functions as keyword
   lists): ``task`` (the Task as JSON: :func:`task_column` writes it, :func:`task_of` reads it, once per
-  distinct task), ``env`` (its environment spec), ``retry_message`` (the recorded retry instruction, see
-  the invariant in :mod:`memory.records`), ``episode_id``.
+  distinct task), ``env`` (its environment spec), ``retry_template`` and ``retry_slot`` (the recorded
+  retry input and where its reflection sits, see the invariant in :mod:`memory.records`), ``episode_id``.
 - Self-reward (``Episode.feedback_source`` other than ``verifier``): feedback marked unreliable
   (``Feedback.reliable=False``, SRT's online filter) is never trained on — every builder skips the
   attempts whose verdict it would use (see each builder). The GRPO datasets (:func:`reflection_dataset`,
@@ -37,7 +37,7 @@ from datasets import Dataset
 
 from environments import Task, get_environment
 from environments.chat import with_system
-from memory.records import Attempt, Episode
+from memory.records import Attempt, Episode, put_reflection, reflection_slot_of
 
 Messages = list[dict[str, str]]
 # One instance per env spec for everything that re-verifies (an env is a pure function of its spec).
@@ -108,19 +108,20 @@ def _from_rows(rows: list[dict], columns: Sequence[str]) -> Dataset:
     return Dataset.from_list(rows)
 
 
-REFLECTION_COLUMNS = ("prompt", "task", "env", "retry_message", "episode_id", "recorded_reflection",
+REFLECTION_COLUMNS = ("prompt", "task", "env", "retry_template", "retry_slot", "episode_id", "recorded_reflection",
                       "recorded_retry_success", "feedback_source", "label")
 
 
 def reflection_dataset(episodes: Sequence[Episode], env: str | None = None) -> Dataset:
     """One row per episode whose first attempt failed, has a reflection and a recorded retry.
 
-    ``prompt`` is the recorded reflect input (the completion to learn IS the reflection);
-    ``retry_message`` is the retry instruction ``attempts[1].solve.messages[-1]``, so the retry prompt
-    for a new reflection ``r`` is ``prompt + [assistant: r] + [retry_message]`` (:func:`retry_messages`).
-    Episodes with no retry recorded are dropped: without it we do not know the retry instruction. So are
-    episodes whose first or retry feedback is unreliable (the "failure" may be no judgement at all), and
-    self-reward episodes without a pseudo-label (``label``: the first attempt's, else the retry's).
+    ``prompt`` is the recorded reflect input (the completion to learn IS the reflection); ``retry_template``
+    is the recorded retry input and ``retry_slot`` where the reflection sits in it, so the retry prompt for a
+    new reflection ``r`` is ``put_reflection(retry_template, retry_slot, r)`` (:func:`retry_prompt`) —
+    whatever retry design the episode used (see the invariant in :mod:`memory.records`).
+    Episodes with no retry recorded are dropped, as are those whose retry does not hold the reflection where
+    the invariant says, those whose first or retry feedback is unreliable (the "failure" may be no judgement
+    at all), and self-reward episodes without a pseudo-label (``label``: the first attempt's, else the retry's).
     """
     rows = []
     for ep in episodes:
@@ -129,16 +130,20 @@ def reflection_dataset(episodes: Sequence[Episode], env: str | None = None) -> D
         first, retry = ep.attempts[0], ep.attempts[1]
         if first.reflect is None or not retry.solve.messages:
             continue
-        if not (first.feedback.reliable and retry.feedback.reliable):
+        slot = reflection_slot_of(first.reflect, retry.solve)
+        if slot is None or not (first.feedback.reliable and retry.feedback.reliable):
             continue
         labelled = _label_row(ep, first, retry)
         if labelled is None:
             continue
+        template = with_system(retry.solve.messages)
+        shift = len(template) - len(retry.solve.messages)  # an empty system turn put in front
         rows.append({
             "prompt": with_system(first.reflect.messages),
             "task": task_column(ep.task),
             "env": ep.task.env,
-            "retry_message": dict(retry.solve.messages[-1]),
+            "retry_template": template,
+            "retry_slot": [slot[0] + shift, slot[1], slot[2]],
             "episode_id": ep.id,
             "recorded_reflection": first.reflect.output,
             "recorded_retry_success": retry.feedback.success,
@@ -147,13 +152,14 @@ def reflection_dataset(episodes: Sequence[Episode], env: str | None = None) -> D
     return _from_rows(rows, REFLECTION_COLUMNS)
 
 
-def retry_messages(prompt: Messages, reflection: str, retry_message: dict[str, str]) -> Messages:
-    """The retry input for a new reflection, per the invariant of :mod:`memory.records`.
+def retry_prompt(template: Messages, slot: Sequence[int], reflection: str) -> Messages:
+    """The retry input for a new reflection: the recorded retry input with ``reflection`` at ``slot``.
 
-    >>> retry_messages([{"role": "user", "content": "q"}], "r", {"role": "user", "content": "again"})[1:]
-    [{'role': 'assistant', 'content': 'r'}, {'role': 'user', 'content': 'again'}]
+    >>> retry_prompt([{"role": "user", "content": "q"}, {"role": "assistant", "content": "old"}], [1, 0, 3], "r")[1]
+    {'role': 'assistant', 'content': 'r'}
     """
-    return [*prompt, {"role": "assistant", "content": reflection}, dict(retry_message)]
+    i, start, end = (int(x) for x in slot)
+    return put_reflection(list(template), (i, start, end), reflection)
 
 
 FIRST_ATTEMPT_COLUMNS = ("prompt", "task", "env", "episode_id", "feedback_source", "label")

@@ -3,8 +3,9 @@
     selfevolve train --method grpo --env arithmetic --steps 20
 
 The prompt is the recorded first-attempt prompt, the completion is the answer, the reward is the
-task verifier's ``Feedback.reward`` (:class:`trainer.rewards.EnvironmentReward`). Stock TRL
-GRPOTrainer, nothing overridden; the method's whole registration is the decorator below.
+task verifier's ``Feedback.reward`` (:class:`trainer.rewards.EnvironmentReward`). TRL's GRPOTrainer with
+DAPO dynamic sampling mixed in (:mod:`trainer.dynamic_sampling`; ``dynamic_sampling=False`` turns it off);
+the method's whole registration is the decorator on :func:`build_trainer`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,13 @@ from trl import GRPOTrainer
 
 from . import datasets as D
 from .config import GPU_GRPO_OVERRIDES, ReflectionGRPOConfig, lora_config
+from .dynamic_sampling import DynamicSamplingMixin
 from .methods import register_training_method
 from .rewards import EnvironmentReward
+
+
+class SelfEvolveGRPOTrainer(DynamicSamplingMixin, GRPOTrainer):
+    """TRL's GRPOTrainer; groups with all-equal rewards are replaced (see trainer.dynamic_sampling)."""
 
 
 @register_training_method(
@@ -27,9 +33,9 @@ from .rewards import EnvironmentReward
 )
 def build_trainer(model: Any, tokenizer: Any, dataset: Dataset, config: ReflectionGRPOConfig,
                   callbacks: list | None = None, reward_funcs: list | None = None) -> GRPOTrainer:
-    """Stock GRPOTrainer; ``reward_funcs`` defaults to ``[EnvironmentReward()]``."""
+    """GRPO on first attempts; ``reward_funcs`` defaults to ``[EnvironmentReward()]``."""
     missing = [c for c in ("prompt", "task", "env") if c not in dataset.column_names]
     if missing:
         raise ValueError(f"dataset lacks columns {missing}: build it with trainer.datasets.first_attempt_dataset")
-    return GRPOTrainer(model=model, reward_funcs=reward_funcs or [EnvironmentReward()], args=config, train_dataset=dataset,
+    return SelfEvolveGRPOTrainer(model=model, reward_funcs=reward_funcs or [EnvironmentReward()], args=config, train_dataset=dataset,
                        processing_class=tokenizer, peft_config=lora_config(config, model), callbacks=callbacks)

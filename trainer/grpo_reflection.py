@@ -13,10 +13,9 @@ Design decisions
   in eval mode under inference_mode), verifies it and returns 1/0. The only hook here binds the reward
   to the live model after TRL has wrapped it with PEFT.
 - Zero-variance groups (all G retries succeed or all fail) get advantage exactly 0 and so no policy
-  gradient, as in DAPO. TRL keeps them in the batch (they dilute the token-normalised "dapo" loss and
-  cost the generation); its metric ``frac_reward_zero_std`` reports the share. We do not resample (DAPO's
-  dynamic sampling): the dataset already keeps only tasks whose first attempt failed (R3 step 1), and on
-  a 135M model the usual fix is a partial-credit term (``retry_format_weight``) or boundary-band tasks.
+  gradient. TRL would keep them in the batch (diluting the token-normalised "dapo" loss); with
+  ``dynamic_sampling`` (the default) they are dropped and replaced by other failures, DAPO-style
+  (:mod:`trainer.dynamic_sampling`), and ``dynamic/zero_variance_share`` logs the share per step.
 - ``retry_success_rate`` (the share of retries that succeeded) is logged each step next to ``reward``.
 """
 
@@ -29,11 +28,12 @@ from trl import GRPOTrainer
 
 from . import datasets as D
 from .config import GPU_GRPO_OVERRIDES, ReflectionGRPOConfig, lora_config
+from .dynamic_sampling import DynamicSamplingMixin
 from .methods import register_training_method
 from .rewards import RetryReward
 
 
-class ReflectionGRPOTrainer(GRPOTrainer):
+class ReflectionGRPOTrainer(DynamicSamplingMixin, GRPOTrainer):
     """GRPOTrainer whose reward generates the retry with the policy being trained."""
 
     def __init__(self, *args: Any, retry_reward: RetryReward, **kwargs: Any) -> None:
@@ -44,7 +44,7 @@ class ReflectionGRPOTrainer(GRPOTrainer):
         self.retry_reward = retry_reward
 
 
-REQUIRED_COLUMNS = ("prompt", "task", "env", "retry_message")
+REQUIRED_COLUMNS = ("prompt", "task", "env", "retry_template", "retry_slot")
 
 
 @register_training_method(

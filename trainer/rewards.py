@@ -1,7 +1,7 @@
 """Reward functions for TRL's ``reward_funcs``: plain callables, never ``nn.Module``.
 
 TRL calls ``reward(prompts=..., completions=..., completion_ids=..., **columns)`` where ``columns``
-are the dataset's extra columns as lists (here ``task``, ``env``, ``retry_message``) plus
+are the dataset's extra columns as lists (here ``task``, ``env``, ``retry_template``, ``retry_slot``) plus
 ``trainer_state``, ``log_metric`` and ``log_extra``. A callable that is an ``nn.Module`` would be
 treated as a reward *model*, hence plain classes.
 
@@ -27,7 +27,7 @@ from typing import Any
 from environments import normalize_answer
 from environments.chat import with_system
 
-from .datasets import environment_of, retry_messages, task_of
+from .datasets import environment_of, retry_prompt, task_of
 
 GenerateFn = Callable[[list[list[dict[str, str]]]], list[str]]
 
@@ -180,8 +180,9 @@ class RetryReward:
     >>> from environments import get_environment
     >>> t = get_environment("arithmetic").sample(1, seed=0)[0]
     >>> r = RetryReward(generate=lambda chats: [f"<answer>{t.reference['value']}</answer>", "no"])
+    >>> template = [*t.messages(), {"role": "user", "content": "Reflection: old. Try again."}]
     >>> r(prompts=[t.messages()] * 2, completions=["think", "think"], task=[t.model_dump_json()] * 2,
-    ...   env=[t.env] * 2, retry_message=[{"role": "user", "content": "Try again."}] * 2)
+    ...   env=[t.env] * 2, retry_template=[template] * 2, retry_slot=[[len(template) - 1, 12, 15]] * 2)
     [1.0, 0.0]
     """
 
@@ -205,14 +206,14 @@ class RetryReward:
         return self
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], task: Sequence[str], env: Sequence[str],
-                 retry_message: Sequence[dict[str, str]], log_metric: Callable[[str, float], None] | None = None,
+                 retry_template: Sequence[list[dict[str, str]]], retry_slot: Sequence[Sequence[int]],
+                 log_metric: Callable[[str, float], None] | None = None,
                  log_extra: Callable[[str, list], None] | None = None, feedback_source: Sequence[str] | None = None,
                  label: Sequence[str | None] | None = None, **_: Any) -> list[float]:
         if self.generate is None:
             raise RuntimeError("RetryReward has no generate function: call .bind(model, tokenizer) or pass generate=")
         reflections = [completion_text(c) for c in completions]
-        chats = [retry_messages(with_system(p), r, m) for p, r, m in zip(prompts, reflections, retry_message,
-                                                                           strict=True)]
+        chats = [retry_prompt(t, slot, r) for t, slot, r in zip(retry_template, retry_slot, reflections, strict=True)]
         retries: list[str] = []
         for i in range(0, len(chats), self.batch_size):
             batch = chats[i:i + self.batch_size]
