@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +35,9 @@ from agent.policy.base import Policy, SamplingParams
 from environments import Environment, Feedback, Task
 from memory.protocol import Library
 from memory.records import Attempt, Episode, ModelCall, Purpose, new_id
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,7 @@ def _bound(node: Callable[[GraphDeps, EpisodeState], Awaitable[dict]], deps: Gra
     return run
 
 
-def build_episode_graph(deps: GraphDeps, checkpointer: Any = None):
+def build_episode_graph(deps: GraphDeps, checkpointer: BaseCheckpointSaver | None = None):
     """Compile the episode graph. ``checkpointer`` (e.g. LangGraph's SqliteSaver) makes it resumable."""
     after_answer = "critique" if deps.config.critique else "verify"
     graph = StateGraph(EpisodeState)

@@ -12,11 +12,14 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.graph import EpisodeConfig, GraphDeps, build_episode_graph, initial_state, recursion_limit
 from environments import Task
 from memory.records import Episode, Purpose
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
 
 
 @dataclass
@@ -79,7 +82,7 @@ async def run_episodes(
     run_id: str | None = None,
     seed: int | None = None,
     on_episode: Callable[[Episode | None, EpisodeError | None], None] | None = None,
-    checkpointer: Any = None,
+    checkpointer: BaseCheckpointSaver | None = None,
     metadata: dict[str, Any] | None = None,
     purpose: Purpose = "train",
 ) -> tuple[list[Episode], RunSummary]:
