@@ -44,10 +44,13 @@ test-slow: install
 lint: install
 	$(VENV)/bin/ruff check agent memory trainer environments tests bench
 
+# Every micro-benchmark (bench/micro/); each rewrites its section of docs/benchmarks.md. Experiments
+# (bench/experiments/) take CPU-hours and are run by hand: see docs/learning.md, docs/self_reward.md.
 bench: install
-	$(PY) -m bench.generate
-	$(PY) -m bench.memory --quick
-	$(PY) -m bench.loop
+	$(PY) -m bench.micro.generate
+	$(PY) -m bench.micro.memory --quick
+	$(PY) -m bench.micro.loop
+	$(PY) -m bench.micro.train
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

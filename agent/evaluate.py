@@ -1,50 +1,70 @@
-"""Held-out evaluation of one model version: first-try and final (after reflect+retry) accuracy.
+"""Held-out evaluation of one model version on one environment: per-task first-try and final outcomes.
 
-Every version is scored on the *same* tasks — ``env.sample(n, "eval", seed)`` is a pure function of
+Every version is scored on the *same* tasks — ``unique_eval_tasks(environment, n, seed)`` is a pure function of
 (environment config, n, seed) — so two versions' results are paired task by task, which is what the
-promotion gate compares. Decoding is greedy and memory hints are off, so a difference between two
-versions is the weights', not the sampler's or the library's.
+promotion gate compares. Decoding is greedy and memory hints are off unless a library is given as
+``hints`` (the learning experiment's retrieval-only method), so a difference between two versions is the
+weights', not the sampler's or the library's. Evaluation episodes are never recorded: the per-task
+outcomes (:class:`trainer.gate.TaskOutcome`, the one outcome type from the episode to the gate) are kept
+on the version instead (:func:`store_result`). :mod:`agent.cycle` composes this into the cycle.
 
     selfevolve eval --model <version> --env arithmetic -n 64
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from agent.graph import EpisodeConfig, GraphDeps
+from agent.graph import GraphDeps
 from agent.policy.base import Policy
-from agent.runner import eval_config, run_episodes
+from agent.runner import EpisodeError, eval_config, run_episodes
 from environments import Environment, Task
-from trainer.gate import wilson  # one definition of the 95% interval, shared with the gate
+from memory.protocol import Library, ModelVersions
+from memory.records import Episode
+from trainer.gate import TaskOutcome, outcomes_from_episodes, wilson  # one outcome type, one 95% interval
 
 
 @dataclass
 class EvalResult:
-    env: str
+    """One version on one environment's held-out tasks: an outcome per task, in task order."""
+
+    env: str  # the environment's spec
     version: str
     n: int
     seed: int
     max_attempts: int
-    task_ids: list[str]
-    first: list[int]  # 1 if solved on the first try, per (distinct) task, in task order
-    final: list[int]  # 1 if solved by the last attempt
+    outcomes: dict[str, TaskOutcome]  # task id -> (solved first try, solved in the end); an error counts unsolved
     seconds: float = 0.0
     tokens: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
+    def task_ids(self) -> list[str]:
+        return list(self.outcomes)
+
+    @property
+    def first(self) -> list[int]:
+        """1 if solved on the first try, per task in task order (the results files' shape)."""
+        return [int(o.first) for o in self.outcomes.values()]
+
+    @property
+    def final(self) -> list[int]:
+        """1 if solved by the last attempt, per task in task order."""
+        return [int(o.final) for o in self.outcomes.values()]
+
+    @property
     def first_try_accuracy(self) -> float:
-        return sum(self.first) / len(self.first) if self.first else 0.0
+        return sum(self.first) / len(self.outcomes) if self.outcomes else 0.0
 
     @property
     def final_accuracy(self) -> float:
-        return sum(self.final) / len(self.final) if self.final else 0.0
+        return sum(self.final) / len(self.outcomes) if self.outcomes else 0.0
 
     def summary(self) -> dict[str, Any]:
-        lo, hi = wilson(sum(self.first), len(self.first))
-        flo, fhi = wilson(sum(self.final), len(self.final))
+        lo, hi = wilson(sum(self.first), len(self.outcomes))
+        flo, fhi = wilson(sum(self.final), len(self.outcomes))
         return {
             "env": self.env, "version": self.version, "n": self.n, "seed": self.seed,
             "first_try_accuracy": self.first_try_accuracy, "first_try_ci95": [lo, hi],
@@ -52,15 +72,12 @@ class EvalResult:
             "seconds": self.seconds, "tokens": self.tokens, "errors": len(self.errors),
         }
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-
-def unique_eval_tasks(env: Environment, n: int, seed: int = 0) -> list[Task]:
+def unique_eval_tasks(environment: Environment, n: int, seed: int = 0) -> list[Task]:
     """``n`` distinct held-out tasks (fewer if the eval split is smaller), the same list every call."""
     tasks: dict[str, Task] = {}
     for draw in range(1, 9):
-        for t in env.sample(n * draw * 2, split="eval", seed=seed):
+        for t in environment.sample(n * draw * 2, split="eval", seed=seed):
             tasks.setdefault(t.id, t)
         if len(tasks) >= n:
             break
@@ -69,64 +86,55 @@ def unique_eval_tasks(env: Environment, n: int, seed: int = 0) -> list[Task]:
 
 async def evaluate(
     policy: Policy,
-    env: Environment,
+    environment: Environment,
     n: int,
     *,
     seed: int = 0,
     max_attempts: int = 2,
     max_tokens: int = 128,
     concurrency: int = 32,
-    library: Any = None,
-    run_id: str | None = None,
-    on_episode=None,
-    config: EpisodeConfig | None = None,
+    hints: Library | None = None,
+    on_episode: Callable[[Episode | None, EpisodeError | None], None] | None = None,
 ) -> EvalResult:
-    """Run ``n`` held-out tasks greedily; episodes are recorded (tagged purpose=eval) when a library is given.
+    """Run ``n`` held-out tasks greedily (:func:`agent.runner.eval_config`); nothing is recorded.
 
-    ``config`` replaces the default ``eval_config(max_attempts, max_tokens)`` episode settings (e.g. to turn
-    retrieval from ``library`` on); it is still not recorded without a library.
-    """
-    tasks = unique_eval_tasks(env, n, seed)
-    if config is None:
-        config = eval_config(max_attempts=max_attempts, max_tokens=max_tokens)
-    if library is None:
-        config = config.model_copy(update={"record": False})
-    deps = GraphDeps(policy, env, config, library)
-    episodes, summary = await run_episodes(
-        tasks, deps, concurrency=concurrency, run_id=run_id, seed=seed, on_episode=on_episode,
-        metadata={"purpose": "eval"},
-    )
-    by_task = {ep.task.id: ep for ep in episodes}
-    first, final, ids = [], [], []
-    for task in tasks:  # task order; an episode that errored counts as unsolved and is listed in errors
-        ep = by_task.get(task.id)
-        ids.append(task.id)
-        first.append(int(ep is not None and ep.first_success))
-        final.append(int(ep is not None and ep.success))
-    return EvalResult(
-        env=env.spec, version=policy.version, n=n, seed=seed, max_attempts=max_attempts, task_ids=ids,
-        first=first, final=final, seconds=summary.seconds, tokens=summary.tokens,
-        errors=[e.error for e in summary.errors],
-    )
+    ``hints``: show similar past successes from this library (retrieval on, as the episode graph does)."""
+    tasks = unique_eval_tasks(environment, n, seed)
+    config = eval_config(max_attempts=max_attempts, max_tokens=max_tokens).model_copy(
+        update={"record": False, "retrieval": hints is not None})
+    deps = GraphDeps(policy, environment, config, hints)
+    episodes, summary = await run_episodes(tasks, deps, concurrency=concurrency, seed=seed, on_episode=on_episode,
+                                           purpose="eval")
+    found = outcomes_from_episodes(episodes)
+    # task order; an episode that errored counts as unsolved and is listed in errors
+    outcomes = {task.id: found.get(task.id, TaskOutcome(False, False)) for task in tasks}
+    return EvalResult(env=environment.spec, version=policy.version, n=n, seed=seed, max_attempts=max_attempts,
+                      outcomes=outcomes, seconds=summary.seconds, tokens=summary.tokens,
+                      errors=[e.error for e in summary.errors])
 
 
 def eval_key(env_spec: str, n: int, seed: int, max_attempts: int) -> str:
     return f"{env_spec}|n={n}|seed={seed}|attempts={max_attempts}"
 
 
-def store_result(library: Any, version_id: str, result: EvalResult) -> None:
+def store_result(library: ModelVersions, result: EvalResult) -> None:
     """Keep the per-task outcomes on the version, so later gates reuse them instead of re-running."""
-    mv = library.get_model_version(version_id)
+    mv = library.get_model_version(result.version)
     metrics = dict(mv.metrics)
     evals = dict(metrics.get("eval", {}))
     evals[eval_key(result.env, result.n, result.seed, result.max_attempts)] = {
-        **result.summary(),
-        "outcomes": {t: [f, g] for t, f, g in zip(result.task_ids, result.first, result.final, strict=True)},
+        **result.summary(), "outcomes": {t: [int(o.first), int(o.final)] for t, o in result.outcomes.items()},
     }
     metrics["eval"] = evals
     library.add_model_version(mv.model_copy(update={"metrics": metrics}))
 
 
-def stored_outcomes(library: Any, version_id: str, key: str) -> dict[str, tuple[int, int]] | None:
-    entry = library.get_model_version(version_id).metrics.get("eval", {}).get(key)
-    return None if entry is None else {t: (int(v[0]), int(v[1])) for t, v in entry["outcomes"].items()}
+def stored_result(library: ModelVersions, version_id: str, env_spec: str, n: int, seed: int,
+                  max_attempts: int) -> EvalResult | None:
+    """The result :func:`store_result` kept for exactly these settings, or None."""
+    entry = library.get_model_version(version_id).metrics.get("eval", {}).get(eval_key(env_spec, n, seed, max_attempts))
+    if entry is None:
+        return None
+    outcomes = {t: TaskOutcome(bool(v[0]), bool(v[1])) for t, v in entry["outcomes"].items()}
+    return EvalResult(env=env_spec, version=version_id, n=n, seed=seed, max_attempts=max_attempts, outcomes=outcomes,
+                      seconds=float(entry.get("seconds", 0.0)), tokens=int(entry.get("tokens", 0)))

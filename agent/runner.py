@@ -12,11 +12,14 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.graph import EpisodeConfig, GraphDeps, build_episode_graph, initial_state, recursion_limit
 from environments import Task
-from memory.records import Episode
+from memory.records import Episode, Purpose
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
 
 
 @dataclass
@@ -79,14 +82,16 @@ async def run_episodes(
     run_id: str | None = None,
     seed: int | None = None,
     on_episode: Callable[[Episode | None, EpisodeError | None], None] | None = None,
-    checkpointer: Any = None,
+    checkpointer: BaseCheckpointSaver | None = None,
     metadata: dict[str, Any] | None = None,
+    purpose: Purpose = "train",
 ) -> tuple[list[Episode], RunSummary]:
     """Run one episode per task, at most ``concurrency`` at a time. Returns episodes in task order.
 
     ``seed`` gives every sampled model call its own seed (reproducible samples). The transformers
     backend can only honour a per-request seed by running that request alone, so seeded sampling
     gives up micro-batching: leave it ``None`` for throughput (greedy calls batch either way).
+    ``purpose`` is recorded on every episode (train: experience; eval: a measurement, never trained on).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -98,7 +103,8 @@ async def run_episodes(
 
     async def one(i: int, task: Task) -> None:
         async with semaphore:
-            state = initial_state(task, run_id=run_id, seed=None if seed is None else seed + i, metadata=metadata)
+            state = initial_state(task, run_id=run_id, seed=None if seed is None else seed + i, metadata=metadata,
+                                  purpose=purpose)
             config: dict[str, Any] = {"recursion_limit": limit}
             if checkpointer is not None:
                 config["configurable"] = {"thread_id": state["episode_id"]}

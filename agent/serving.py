@@ -11,18 +11,19 @@ import logging
 from pathlib import Path
 
 from agent.policy.base import Policy, parse_model_spec
+from memory.protocol import Library, ModelVersions
 
 log = logging.getLogger(__name__)
 
 
-def open_library(workspace: Path, chroma_url: str | None = None):
+def open_library(workspace: Path, chroma_url: str | None = None) -> Library:
     """The workspace's library (the library itself honours ``$SELFEVOLVE_CHROMA_URL``)."""
     from memory import ExperienceLibrary
 
     return ExperienceLibrary(workspace, chroma_url=chroma_url)
 
 
-def serving_policy(model_spec: str, library, version: str | None = None, **options) -> Policy:
+def serving_policy(model_spec: str, library: ModelVersions, version: str | None = None, **options: object) -> Policy:
     """Load ``model_spec`` with the adapter of ``version`` (default: the library's serving version)."""
     from agent.policy import load_policy
 

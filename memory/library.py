@@ -71,6 +71,8 @@ class SearchHit:
     model_version: str
     hint: str
     created_at: float
+    task_id: str = ""  # "" for vectors indexed before the metadata carried it (read the episode instead)
+    split: str = ""
 
     @property
     def text(self) -> str:
@@ -84,6 +86,7 @@ def _metadata(ep: Episode) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "env": ep.env, "success": ep.success, "first_success": ep.first_success,
         "model_version": ep.model_version, "created_at": float(ep.created_at), "hint": ep.hint_text(),
+        "task_id": ep.task.id, "split": ep.task.split,  # what retrieval's filters need, without a SQLite read
     }
     if ep.run_id:
         meta["run_id"] = ep.run_id
@@ -270,7 +273,8 @@ class ExperienceLibrary:
                 episode_id=m.id, score=m.score, env=str(m.metadata.get("env", "")),
                 success=bool(m.metadata.get("success")), first_success=bool(m.metadata.get("first_success")),
                 model_version=str(m.metadata.get("model_version", "")), hint=str(m.metadata.get("hint", "")),
-                created_at=float(m.metadata.get("created_at", 0.0)),
+                created_at=float(m.metadata.get("created_at", 0.0)), task_id=str(m.metadata.get("task_id", "")),
+                split=str(m.metadata.get("split", "")),
             )
             for m in matches[:k]
         ]

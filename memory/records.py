@@ -3,7 +3,8 @@
 Training later needs the *exact* prompts, so each model call keeps its input messages and output text.
 
 Invariants the trainer relies on (the episode graph guarantees them and tests check them):
-- ``attempts[k].solve`` is the solve call for k = 0 and the retry call for k > 0.
+- ``attempts[k].solve`` is the call that produced attempt k's answer: the solve call for k = 0 and the
+  retry call for k > 0 (its ``node`` says which). The field keeps its name so stored JSON loads as is.
 - If attempt k failed and a reflection was written, ``attempts[k].reflect`` holds it, and the retry call
   ``attempts[k+1].solve`` contains it verbatim at ``reflection_slot`` (message index, start, end), whatever
   the retry design (agent/prompts.py): the retry prompt for a *new* reflection is
@@ -19,11 +20,12 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from environments import Feedback, Task
 
 NodeName = Literal["solve", "critique", "reflect", "retry", "grade"]
+Purpose = Literal["train", "eval"]
 
 
 def new_id(prefix: str) -> str:
@@ -79,7 +81,7 @@ class Attempt(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     index: int = Field(ge=0)
-    solve: ModelCall
+    solve: ModelCall = Field(description="The call that produced this attempt's answer: node 'solve' (k = 0) or 'retry'.")
     answer: str | None = Field(default=None, description="Answer extracted from solve.output, if any.")
     feedback: Feedback
     critique: ModelCall | None = None
@@ -106,7 +108,21 @@ class Episode(BaseModel):
     created_at: float = Field(default_factory=time.time)
     seconds: float = 0.0
     error: str | None = Field(default=None, description="Set when the episode failed for a reason that is not the model's.")
+    purpose: Purpose = Field(
+        default="train",
+        description="train: experience to learn from (datasets, hints); eval: a measurement (never trained on). "
+        "Held-out evaluations of model versions are not recorded at all (agent/cycle.py); 'eval' marks episodes a "
+        "user ran on purpose to measure (`selfevolve run --split eval`) and older workspaces' recorded evaluations.",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_purpose(cls, data: Any) -> Any:
+        """Episodes stored before ``purpose`` was a field said so in ``metadata["purpose"]``."""
+        if isinstance(data, dict) and "purpose" not in data and (data.get("metadata") or {}).get("purpose") == "eval":
+            return {**data, "purpose": "eval"}
+        return data
 
     @property
     def success(self) -> bool:

@@ -9,7 +9,9 @@ Design decisions
   so recording the same episode again replaces it (no duplicates).
 - ``episodes.indexed`` is 0 until the vector index has the episode: the Chroma index can be *behind*
   SQLite (crash between the two writes, index unreachable) and :mod:`memory.library` repairs it.
-- ``meta.schema_version`` guards the layout; an older file is migrated, a newer one refused.
+- ``meta.schema_version`` guards the layout; an older file is migrated, a newer one refused. Version 2
+  adds ``episodes.purpose`` (train | eval, :attr:`memory.records.Episode.purpose`), filled from the
+  ``metadata.purpose`` string earlier versions stored.
 
     python -c "from memory.store import Store; print(Store('.selfevolve/experience.db').count())"
 """
@@ -28,8 +30,13 @@ import sqlite_utils
 
 from memory.records import Episode, ModelVersion, Run
 
-SCHEMA_VERSION = 1
-FILTER_KEYS = ("env", "success", "first_success", "model_version", "run_id", "since")
+SCHEMA_VERSION = 2
+# Schema 1 -> 2: ``episodes.purpose`` (train | eval), filled from the metadata string schema 1 episodes carried.
+PURPOSE_STEP = (
+    "ALTER TABLE episodes ADD COLUMN purpose TEXT NOT NULL DEFAULT 'train'",
+    "UPDATE episodes SET purpose = 'eval' WHERE json_extract(episode_json, '$.metadata.purpose') = 'eval'",
+)
+FILTER_KEYS = ("env", "success", "first_success", "model_version", "run_id", "since", "purpose")
 
 
 class SchemaError(RuntimeError):
@@ -44,12 +51,13 @@ def where_clause(
     run_id: str | None = None,
     since: float | None = None,
     feedback_source: str | None = None,
+    purpose: str | None = None,
 ) -> tuple[str, list[Any]]:
     """SQL ``WHERE`` text (possibly empty) and its parameters for the episode filters."""
     parts: list[str] = []
     params: list[Any] = []
     for column, value in (("env", env), ("model_version", model_version), ("run_id", run_id),
-                          ("feedback_source", feedback_source)):
+                          ("feedback_source", feedback_source), ("purpose", purpose)):
         if value is not None:
             parts.append(f"{column} = ?")
             params.append(value)
@@ -101,6 +109,7 @@ class Store:
             },
             pk="id", not_null={"env", "episode_json"}, defaults={"indexed": 0}, if_not_exists=True,
         )
+        self._add_purpose()
         db["attempts"].create(
             {
                 "id": str, "episode_id": str, "idx": int, "success": int, "reward": float, "answer": str,
@@ -130,6 +139,22 @@ class Store:
             [str(SCHEMA_VERSION)],
         )
 
+    def _add_purpose(self) -> None:
+        """:data:`PURPOSE_STEP` in one transaction (all or nothing); skipped where the column exists (checked
+        again under the write lock: another process may have migrated the file meanwhile)."""
+        if "purpose" in self.db["episodes"].columns_dict:
+            return
+        conn = self.db.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(episodes)")}
+            for sql in () if "purpose" in columns else PURPOSE_STEP:
+                conn.execute(sql)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
     # ----- episodes: writes -----
     def put_episode(self, episode: Episode) -> None:
         """Insert or replace ``episode`` and all its attempts atomically; marks it not yet indexed."""
@@ -142,7 +167,7 @@ class Store:
             episode.id, episode.run_id, episode.env, episode.task.id, episode.task.split, episode.task.question,
             episode.model_version, episode.feedback_source, int(episode.success), int(episode.first_success),
             int(episode.recovered), len(episode.attempts), episode.tokens, episode.created_at, episode.seconds,
-            episode.error, json.dumps(head), time.time(),
+            episode.error, json.dumps(head), time.time(), episode.purpose,
         ]
         attempt_rows = [
             [
@@ -158,7 +183,8 @@ class Store:
     def put_episodes(self, episodes: list[Episode]) -> None:
         """Insert or replace several episodes in one transaction (all or none)."""
         cols = ("id, run_id, env, task_id, split, question, model_version, feedback_source, success, "
-                "first_success, recovered, n_attempts, tokens, created_at, seconds, error, episode_json, updated_at")
+                "first_success, recovered, n_attempts, tokens, created_at, seconds, error, episode_json, updated_at, "
+                "purpose")
         updates = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in cols.split(",")[1:])
         with self._lock:
             conn = self.db.conn

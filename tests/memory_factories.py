@@ -1,22 +1,15 @@
-"""Small synthetic episodes for the memory tests, built directly from the records (no model involved)."""
+"""Small synthetic episodes for the memory tests, built directly from the records (no model, no verifier).
+
+The fixtures these tests share (``embedder``, ``open_library``, ``backend``, ``chroma_server``) are in
+``tests/conftest.py``; episodes on real tasks with verified feedback are :mod:`trainer.synthetic`.
+"""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
-import httpx
-import pytest
 
 from environments import Feedback, Task
 from environments.base import Message
-from memory.embed import Embedder, default_embedder
-from memory.library import ExperienceLibrary
 from memory.records import Attempt, Episode, ModelCall
 
 TOPICS = {
@@ -74,77 +67,3 @@ def make_episode(
         model_version=model_version, attempts=attempts, created_at=created_at or time.time() + i * 1e-3,
         feedback_source=feedback_source,
     )
-
-
-# ----- fixtures shared by the memory test modules (import them into the module that uses them) -----
-
-CHROMA_CLI = Path(sys.executable).with_name("chroma")
-
-
-@pytest.fixture(scope="session")
-def embedder() -> Embedder:
-    """The real MiniLM embedder, loaded once per session (≈1–2 s)."""
-    emb = default_embedder()
-    emb.encode(["warm up"])
-    return emb
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``chroma run`` server in a subprocess; yields its URL, killed at the end of the session."""
-    if not CHROMA_CLI.exists():
-        pytest.skip(f"the chroma CLI is not installed at {CHROMA_CLI} (pip install chromadb provides it)")
-    port = _free_port()
-    data = tmp_path_factory.mktemp("chroma-server")
-    log = (data.parent / "chroma-server.log").open("wb")
-    proc = subprocess.Popen(
-        [str(CHROMA_CLI), "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass  # not listening yet: poll again until the deadline
-            if proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"chroma server did not start (exit {proc.poll()}); see {log.name}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        log.close()
-
-
-@pytest.fixture(params=["embedded", "server"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def open_library(
-    backend: str, tmp_path: Path, embedder: Embedder, request: pytest.FixtureRequest
-) -> Iterator[Callable[[], ExperienceLibrary]]:
-    """``open_library()`` opens (or re-opens) the library of this test on the chosen backend."""
-    url = request.getfixturevalue("chroma_server") if backend == "server" else None
-    prefix = f"t{uuid.uuid4().hex[:8]}"  # isolates this test's collections on the shared server
-    opened: list[ExperienceLibrary] = []
-
-    def open_() -> ExperienceLibrary:
-        lib = ExperienceLibrary(tmp_path / "ws", chroma_url=url, embedder=embedder, collection_prefix=prefix)
-        opened.append(lib)
-        return lib
-
-    yield open_
-    for lib in opened:
-        lib.close()

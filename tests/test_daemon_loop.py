@@ -103,12 +103,16 @@ def test_tripwire_rolls_back_and_halts_training(tmp_path, monkeypatch):
     accs = iter([0.6, 0.4, 0.1, 0.6])  # (candidate, current) per gate: the 2nd candidate collapses
 
     async def fake_eval(self, version_id):
+        from agent.cycle import Evaluation
+        from agent.evaluate import EvalResult
+
         self.serve(version_id)
-        acc = next(accs)
-        return {"t": scripted_outcome(acc)}, {"first": acc, "final": acc, "n": 1}
+        result = EvalResult(env="arithmetic", version=version_id, n=1, seed=0, max_attempts=2,
+                            outcomes={"t": scripted_outcome(next(accs))})
+        return Evaluation(version_id, {"arithmetic": result})
 
     monkeypatch.setattr(scripted, "fake_train", rising)
-    monkeypatch.setattr(Daemon, "evaluate_version", fake_eval)
+    monkeypatch.setattr(Daemon, "held_out_evaluation", fake_eval)
     reason = run(tmp_path, scripted_config(budgets={"cycles": 4}, tripwires={"window": 2}))
     state = control.read_state(tmp_path)
     assert reason == "budget: cycles 4 >= 4"

@@ -2,11 +2,13 @@
 
 import doctest
 import re
+import sys
+import textwrap
 from collections.abc import Iterator
 
 import pytest
 
-import agent.feedback as feedback_module
+import agent.feedback.sources as feedback_module
 from agent.feedback import (
     UNRELIABLE,
     CritiqueFeedback,
@@ -15,8 +17,12 @@ from agent.feedback import (
     RubricFeedback,
     RubricOptions,
     is_unreliable,
+    list_feedback_sources,
     make_feedback_source,
+    register_feedback_source,
+    reload_entry_points,
 )
+from agent.feedback.registry import _REGISTRY
 from agent.graph import EpisodeConfig, GraphDeps
 from agent.policy.base import SamplingParams
 from agent.runner import run_episodes
@@ -258,3 +264,80 @@ def test_factory_builds_sources_and_parses_specs(arith, open_env):
 def test_factory_errors_name_the_fix(arith, name, options, match):
     with pytest.raises(ValueError, match=match):
         make_feedback_source(name, arith, **options)
+
+
+# ----- registry: a new source is one registration -----
+
+
+class ParityOptions(feedback_module._Options):
+    modulus: int = 2
+
+
+async def test_a_source_registered_outside_the_package_runs_in_episodes(arith):
+    @register_feedback_source("parity_demo")
+    class ParityFeedback:
+        """Success iff the answer is divisible by ``modulus`` (a toy judge)."""
+
+        options_class = ParityOptions
+
+        def __init__(self, options):
+            self.options = options
+
+        async def score(self, task, output, deps):
+            answer = deps.environment.extract_answer(output)
+            ok = answer is not None and int(answer) % self.options.modulus == 0
+            return (feedback_module.Feedback.correct(answer) if ok else feedback_module.Feedback.failure("odd", answer),
+                    feedback_module.ground_truth(deps.environment, task, output))
+
+    try:
+        assert "parity_demo" in list_feedback_sources()
+        source = make_feedback_source("parity_demo:modulus=3", arith)
+        assert source.name == "parity_demo" and source.options.modulus == 3
+        with pytest.raises(ValueError, match="Valid options: modulus"):
+            make_feedback_source("parity_demo:k=1", arith)
+        policy = ScriptedPolicy(lambda node, chat: "<answer>9</answer>")
+        episodes, _ = await run_episodes(arith.sample(2, seed=3), GraphDeps(policy, arith, EpisodeConfig(retrieval=False), None, source))
+        assert all(e.feedback_source == "parity_demo" and e.first_success for e in episodes)
+        assert all(e.attempts[0].ground_truth is not None for e in episodes)
+        with pytest.raises(ValueError, match="already registered"):
+            register_feedback_source("parity_demo")(type("Other", (ParityFeedback,), {}))
+    finally:
+        _REGISTRY.pop("parity_demo", None)
+
+
+def test_registry_refuses_non_sources_and_reserved_names():
+    with pytest.raises(TypeError, match="no score"):
+        register_feedback_source("nothing_demo")(type("Nothing", (), {}))
+    with pytest.raises(ValueError, match="not 'verifier'"):
+        register_feedback_source("verifier")
+    with pytest.raises(TypeError, match="options_class"):
+        register_feedback_source("bad_opts_demo")(type("BadOpts", (), {"score": lambda self: None, "options_class": dict}))
+    assert "nothing_demo" not in _REGISTRY and "bad_opts_demo" not in _REGISTRY
+
+
+def test_entry_point_plugin_is_found(tmp_path, monkeypatch, arith):
+    """An installed distribution declaring the entry point is found without touching this repo."""
+    pkg = tmp_path / "se_feedback_demo"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent('''
+        from environments import Feedback
+
+        class AlwaysRight:
+            async def score(self, task, output, deps):
+                return Feedback.correct("x", "You are always right here."), None
+
+            def __init__(self, options):
+                self.options = options
+    '''))
+    dist = tmp_path / "se_feedback_demo-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: se-feedback-demo\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[selfevolve.feedback_sources]\nalways_demo = se_feedback_demo:AlwaysRight\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        reload_entry_points()
+        source = make_feedback_source("always_demo", arith)
+        assert source.name == "always_demo" and list(list_feedback_sources())[:3] == ["majority", "rubric", "critique"]
+    finally:
+        _REGISTRY.pop("always_demo", None)
+        sys.modules.pop("se_feedback_demo", None)

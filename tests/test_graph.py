@@ -80,34 +80,50 @@ async def test_concurrency_overlaps_calls(env):
     assert summary.seconds < 16 * 0.05  # sequential would take 0.8 s
 
 
-class FakeLibrary:
-    """Just enough of ExperienceLibrary for the retrieval node: exercises routing, not storage."""
-
-    def __init__(self, episodes):
-        self.by_id = {e.id: e for e in episodes}
-        self.recorded = []
-
-    def search(self, text, env=None, success=None, k=5, model_version=None):
-        from types import SimpleNamespace
-
-        return [SimpleNamespace(episode_id=i, score=0.9) for i, e in self.by_id.items() if e.success == success][:k]
-
-    def get(self, episode_id):
-        return self.by_id[episode_id]
-
-    def record(self, episode):
-        self.recorded.append(episode)
-
-
-async def test_retrieval_hints_shown_and_recorded(env):
+async def test_retrieval_hints_shown_and_recorded(env, library):
+    """Hints come from the real library; the same task and held-out tasks are never shown."""
     policy = ScriptedPolicy(wrong_then_right(value_of))
-    past, _ = await run_episodes(env.sample(3, seed=7), GraphDeps(policy, env, EpisodeConfig(retrieval=False)))
-    held_out, _ = await run_episodes(env.sample(1, "eval"), GraphDeps(policy, env, EpisodeConfig(retrieval=False)))
-    lib = FakeLibrary(past + held_out)
     new_task = env.sample(1, seed=99)[0]
-    episodes, _ = await run_episodes([new_task], GraphDeps(policy, env, EpisodeConfig(k=2), library=lib))
+    past, _ = await run_episodes([*env.sample(3, seed=7), new_task], GraphDeps(policy, env, EpisodeConfig(retrieval=False), library))
+    held_out, _ = await run_episodes(env.sample(1, "eval"), GraphDeps(policy, env, EpisodeConfig(retrieval=False), library))
+    episodes, _ = await run_episodes([new_task], GraphDeps(policy, env, EpisodeConfig(k=2), library=library))
     ep = episodes[0]
-    assert len(ep.retrieved_ids) == 2 and held_out[0].id not in ep.retrieved_ids
+    same_task = {e.id for e in past if e.task.id == new_task.id}
+    assert len(ep.retrieved_ids) == 2 and held_out[0].id not in ep.retrieved_ids and not same_task & set(ep.retrieved_ids)
     first_prompt = ep.attempts[0].solve.messages[1]["content"]
     assert "from your memory" in first_prompt and "I added one too many" in first_prompt
-    assert lib.recorded == [ep]
+    for hint_id in ep.retrieved_ids:  # the hint shown is the recorded episode's own hint text
+        assert library.get(hint_id).hint_text() in first_prompt
+    assert library.get(ep.id) == ep
+
+
+async def test_recursion_limit_is_the_exact_bound(env, monkeypatch):
+    """The longest episode (every attempt fails, critique on) fits the limit, and one step less does not."""
+    import agent.runner as runner
+    from agent.graph import recursion_limit
+
+    cfg = EpisodeConfig(max_attempts=3, critique=True, retrieval=False)
+    policy = ScriptedPolicy(lambda node, chat: "no idea" if node != "reflect" else "think harder")
+    episodes, _ = await run_episodes(env.sample(1), GraphDeps(policy, env, cfg))
+    assert len(episodes[0].attempts) == 3
+    monkeypatch.setattr(runner, "recursion_limit", lambda c: recursion_limit(c) - 1)
+    episodes, summary = await run_episodes(env.sample(1), GraphDeps(policy, env, cfg))
+    assert not episodes and "Recursion limit" in summary.errors[0].error
+
+
+async def test_hints_come_from_the_index_metadata_and_old_vectors_fall_back_to_sqlite(env, library, monkeypatch):
+    import dataclasses
+
+    policy = ScriptedPolicy(wrong_then_right(value_of))
+    await run_episodes(env.sample(3, seed=7), GraphDeps(policy, env, EpisodeConfig(retrieval=False), library))
+    gets = []
+    real_get, real_search = library.get, library.search
+    monkeypatch.setattr(library, "get", lambda i: gets.append(i) or real_get(i))
+    new = env.sample(1, seed=99)
+    fresh, _ = await run_episodes(new, GraphDeps(policy, env, EpisodeConfig(k=2, record=False), library))
+    assert len(fresh[0].retrieved_ids) == 2 and gets == []  # no SQLite read per hit
+    old = lambda *a, **k: [dataclasses.replace(h, task_id="", split="") for h in real_search(*a, **k)]  # noqa: E731
+    monkeypatch.setattr(library, "search", old)  # vectors indexed before the metadata had task id and split
+    legacy, _ = await run_episodes(new, GraphDeps(policy, env, EpisodeConfig(k=2, record=False), library))
+    assert legacy[0].retrieved_ids == fresh[0].retrieved_ids and gets == fresh[0].retrieved_ids
+    assert legacy[0].attempts[0].solve.messages == fresh[0].attempts[0].solve.messages

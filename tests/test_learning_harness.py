@@ -1,4 +1,4 @@
-"""bench/learning.py: the pure parts (results file, resume, table, verdict text, plots) on synthetic numbers.
+"""bench/experiments/learning: the pure parts (results file, resume, table, verdict text, plots) on synthetic numbers.
 
 The model-running path is one opt-in test: ``pytest -m slow tests/test_learning_harness.py``.
 """
@@ -6,17 +6,18 @@ The model-running path is one opt-in test: ``pytest -m slow tests/test_learning_
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 
-from bench import learning as L
+from bench.experiments import common
+from bench.experiments.learning import experiment, report
+from bench.experiments.learning import results as R
 
 ENVS = ["arithmetic:answer_format=strict", "countdown"]
 
 
 def ev(first: list[int], final: list[int] | None = None, seconds: float = 1.0) -> dict:
-    from agent.evaluate import wilson
+    from trainer.gate import wilson
 
     final = final if final is not None else first
     return {"first_try_accuracy": sum(first) / len(first), "first_try_ci95": list(wilson(sum(first), len(first))),
@@ -25,7 +26,7 @@ def ev(first: list[int], final: list[int] | None = None, seconds: float = 1.0) -
 
 
 def settings(**kw) -> dict:
-    return {"model": "default", "envs": ENVS, "methods": list(L.METHODS), "rounds": 2, "episodes_per_round": 8,
+    return {"model": "default", "envs": ENVS, "methods": list(R.METHODS), "rounds": 2, "episodes_per_round": 8,
             "train_env": "arithmetic", "steps_per_round": 1, "eval_n": 10, "max_tokens": 48, "budget_minutes": 10.0, "quick": True, **kw}
 
 
@@ -41,15 +42,15 @@ BASE_O = [1] * 5 + [0] * 5  # 50%
 
 @pytest.fixture
 def results() -> dict:
-    res = L.new_results(settings())
+    res = R.new_results(settings())
     res["base"] = {ENVS[0]: ev(BASE_T), ENVS[1]: ev(BASE_O)}
     # grpo-reflection: clearly better on the target (all 8 failures fixed), same on the other env
-    L.add_round(res, "grpo-reflection", rec(1, "v0001-grpo-reflection", [1] * 6 + [0] * 2 + [1] * 2, BASE_O))
-    L.add_round(res, "grpo-reflection", rec(2, "v0002-grpo-reflection", [1] * 10, BASE_O))
+    R.add_round(res, "grpo-reflection", rec(1, "v0001-grpo-reflection", [1] * 6 + [0] * 2 + [1] * 2, BASE_O))
+    R.add_round(res, "grpo-reflection", rec(2, "v0002-grpo-reflection", [1] * 10, BASE_O))
     # sft: no change on the target, drops hard on the other env
-    L.add_round(res, "sft", rec(1, "v0001-sft", BASE_T, [0] * 10))
+    R.add_round(res, "sft", rec(1, "v0001-sft", BASE_T, [0] * 10))
     # memory: one extra task, not significant; no training steps
-    L.add_round(res, "memory", rec(1, "memory-r1", [1] + [0] * 7 + [1] * 2, BASE_O, steps=0))
+    R.add_round(res, "memory", rec(1, "memory-r1", [1] + [0] * 7 + [1] * 2, BASE_O, steps=0))
     return res
 
 
@@ -58,98 +59,98 @@ def test_cumulative_compute_adds_up(results):
     assert [r["cumulative"]["seconds"] for r in rounds] == [90.0, 180.0]
     assert [r["cumulative"]["tokens"] for r in rounds] == [1000, 2000]
     assert [r["cumulative"]["steps"] for r in rounds] == [1, 2]
-    assert L.totals(results, "memory")["steps"] == 0
-    assert L.totals(results, "grpo")["seconds"] == 0
+    assert R.totals(results, "memory")["steps"] == 0
+    assert R.totals(results, "grpo")["seconds"] == 0
 
 
 def test_resume_skips_done_rounds_and_refuses_other_settings(results, tmp_path):
     path = tmp_path / "results.json"
-    L.save_results(path, results)
+    common.save_results(path, results)
     assert not path.with_suffix(".json.tmp").exists()
-    again = L.load_results(path, settings(rounds=5), resume=True)  # more rounds: allowed
+    again = R.load_results(path, settings(rounds=5), resume=True)  # more rounds: allowed
     assert again["settings"]["rounds"] == 5
-    assert L.round_done(again, "grpo-reflection", 1) and L.round_done(again, "grpo-reflection", 2)
-    assert not L.round_done(again, "grpo-reflection", 3) and not L.round_done(again, "grpo", 1)
-    assert L.load_results(path, settings(), resume=False)["methods"] == {}
+    assert R.round_done(again, "grpo-reflection", 1) and R.round_done(again, "grpo-reflection", 2)
+    assert not R.round_done(again, "grpo-reflection", 3) and not R.round_done(again, "grpo", 1)
+    assert R.load_results(path, settings(), resume=False)["methods"] == {}
     with pytest.raises(SystemExit, match="eval_n"):
-        L.load_results(path, settings(eval_n=64), resume=True)
+        R.load_results(path, settings(eval_n=64), resume=True)
 
 
 def test_redoing_a_round_replaces_it(results):
-    L.add_round(results, "sft", rec(1, "v0002-sft", BASE_T, BASE_O))
+    R.add_round(results, "sft", rec(1, "v0002-sft", BASE_T, BASE_O))
     rounds = results["methods"]["sft"]["rounds"]
     assert [r["version"] for r in rounds] == ["v0002-sft"]
 
 
 def test_series_starts_at_the_shared_base(results):
-    pts = L.series(results, "grpo-reflection", ENVS[0])
+    pts = R.series(results, "grpo-reflection", ENVS[0])
     assert [p["version"] for p in pts] == ["base", "v0001-grpo-reflection", "v0002-grpo-reflection"]
     assert pts[0]["minutes"] == 0 and pts[-1]["minutes"] == 3.0
     assert pts[0]["lo"] <= pts[0]["acc"] <= pts[0]["hi"]
 
 
 def test_mcnemar():
-    assert L.mcnemar_p([1] * 8, [0] * 8)[2] == pytest.approx(1 / 256)
-    assert L.mcnemar_p([1, 0], [0, 1]) == (1, 1, 0.75)
-    assert L.mcnemar_p([0, 0], [0, 0])[2] == 1.0
+    assert common.mcnemar_p([1] * 8, [0] * 8)[2] == pytest.approx(1 / 256)
+    assert common.mcnemar_p([1, 0], [0, 1]) == (1, 1, 0.75)
+    assert common.mcnemar_p([0, 0], [0, 0])[2] == 1.0
 
 
 def test_verdict_text_from_numbers(results):
-    v = {(x["method"], x["env"]): x for x in L.verdicts(results)}
+    v = {(x["method"], x["env"]): x for x in report.verdicts(results)}
     assert v[("grpo-reflection", ENVS[0])]["improved"]
     assert not v[("memory", ENVS[0])]["improved"] and not v[("memory", ENVS[0])]["dropped"]
     assert v[("sft", ENVS[1])]["dropped"]
-    text = L.did_not_improve_text(results)
+    text = report.did_not_improve_text(results)
     assert "**grpo-reflection** on `arithmetic:answer_format=strict`: base 20.0% → last version `v0002-grpo-reflection` 100.0%" in text
     assert "improved." in text
     assert "**sft** on `arithmetic:answer_format=strict`" in text and "did not beat the base" in text
     assert "under 1.5B" in text and "for: sft" in text  # memory is not a weight-update method
     assert "Forgetting: sft on `countdown`" in text
-    L.add_round(results, "grpo", {**rec(1, "base", BASE_T, BASE_O, steps=0),
+    R.add_round(results, "grpo", {**rec(1, "base", BASE_T, BASE_O, steps=0),
                                   "train": {"steps": 0, "seconds": 1.0, "skipped": "no episode with a failed first attempt"}})
-    assert "grpo round 1: training was skipped, the version did not change — no episode" in L.did_not_improve_text(results)
+    assert "grpo round 1: training was skipped, the version did not change — no episode" in report.did_not_improve_text(results)
 
 
 def test_verdict_text_when_nothing_trained():
-    res = L.new_results(settings())
+    res = R.new_results(settings())
     res["base"] = {ENVS[0]: ev(BASE_T)}
-    assert "No method" in L.did_not_improve_text(res)
+    assert "No method" in report.did_not_improve_text(res)
 
 
 def test_table_has_a_row_per_version_and_env(results):
-    t = L.table(results)
+    t = report.table(results)
     assert t.count("\n") == 2 + 2 * 5  # header + (base + 4 versions) per env
     assert "| (all) | `base` | `arithmetic:answer_format=strict` | 20.0% (6%–51%)" in t
     assert "| grpo-reflection | `v0002-grpo-reflection` | `countdown` | 50.0%" in t
 
 
 def test_plots_and_doc(results, tmp_path):
-    paths = L.write_plots(results, tmp_path / "img")
+    paths = report.write_plots(results, tmp_path / "img")
     assert [p.name for p in paths] == ["learning_arithmetic_answer_format_strict.png", "learning_countdown.png"]
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
-    doc = L.render_doc(results, "python -m bench.learning --quick", paths, smoke=True, estimate="x")
+    doc = report.render_doc(results, "python -m bench.experiments.learning --quick", paths, smoke=True, estimate="x")
     assert "SMOKE RUN" in doc and "## What did not improve" in doc and "## Recipe for a larger model" in doc
     assert "![learning_countdown](img/learning_countdown.png)" in doc
     assert "5e-7" in doc and "0.001" in doc
     assert "## Findings" not in doc
-    noted = L.render_doc(results, "cmd", paths, notes="R3 got no reward.\n")
+    noted = report.render_doc(results, "cmd", paths, notes="R3 got no reward.\n")
     assert "## Findings\n\nR3 got no reward." in noted and noted.index("## Findings") < noted.index("## Results")
 
 
 def test_cost_estimate_extrapolates_quick_runs(results):
-    text = L.cost_estimate(results, 600.0)
+    text = report.cost_estimate(results, 600.0)
     assert "Whole run: 10.0 min wall" in text and "CPU-hours" in text
     results["settings"]["quick"] = False
-    assert "CPU-hours" not in L.cost_estimate(results, None)
+    assert "CPU-hours" not in report.cost_estimate(results, None)
 
 
 def test_cli_presets_and_errors():
-    quick = L.parse_args(["--quick"])
+    quick = experiment.parse_args(["--quick"])
     assert (quick.episodes_per_round, quick.steps_per_round, quick.eval_n, quick.max_tokens) == (8, 1, 8, 48)
-    full = L.parse_args(["--rounds", "2", "--methods", "sft,memory"])
-    assert full.rounds == 2 and full.eval_n == L.FULL["eval_n"] and full.methods == ["sft", "memory"]
+    full = experiment.parse_args(["--rounds", "2", "--methods", "sft,memory"])
+    assert full.rounds == 2 and full.eval_n == R.FULL["eval_n"] and full.methods == ["sft", "memory"]
     with pytest.raises(SystemExit):
-        L.parse_args(["--methods", "ppo"])
+        experiment.parse_args(["--methods", "ppo"])
 
 
 @pytest.mark.slow
@@ -158,12 +159,11 @@ def test_quick_run_end_to_end(tmp_path):
     ws, doc = tmp_path / "ws", tmp_path / "docs" / "learning.md"
     argv = ["--quick", "--methods", "grpo-reflection", "--envs", "arithmetic", "--eval-n", "4",
             "--episodes-per-round", "4", "--workspace", str(ws), "--doc", str(doc)]
-    L.main(argv)
+    experiment.main(argv)
     res = json.loads((ws / "results.json").read_text())
     [r] = res["methods"]["grpo-reflection"]["rounds"]
     assert r["evals"]["arithmetic"]["n"] == 4 and r["cumulative"]["seconds"] > 0
     assert "SMOKE RUN" in doc.read_text() and (doc.parent / "img" / "learning_arithmetic.png").exists()
     before = (ws / "results.json").read_text()
-    L.main([*argv, "--resume"])  # nothing left to do
+    experiment.main([*argv, "--resume"])  # nothing left to do
     assert json.loads((ws / "results.json").read_text())["methods"] == json.loads(before)["methods"]
-    assert sys.modules["bench.learning"] is L

@@ -16,14 +16,7 @@ import pytest
 
 from memory.index import collection_name
 from memory.records import Episode
-from tests import memory_factories as factories
 from tests.memory_factories import make_episode
-
-# the shared fixtures, bound here so pytest finds them (conftest.py belongs to the whole suite)
-backend = factories.backend
-chroma_server = factories.chroma_server
-embedder = factories.embedder
-open_library = factories.open_library
 
 ARITH = "arithmetic:digits=2"
 LEGS = "reasoning_gym:leg_counting"

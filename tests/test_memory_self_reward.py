@@ -11,10 +11,7 @@ from typer.testing import CliRunner
 
 from agent.commands import memory as memory_cmd
 from memory.library import ExperienceLibrary
-from tests import memory_factories as factories
 from tests.memory_factories import make_episode
-
-embedder = factories.embedder  # the shared session fixture
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -115,3 +116,31 @@ def test_kill_9_never_loses_or_tears_an_episode(tmp_path: Path) -> None:
     for ep in store.iter_episodes():
         assert ep.recovered and len(ep.attempts) == 2
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_schema_1_workspace_is_migrated_to_the_purpose_column(tmp_path: Path) -> None:
+    """A schema-1 file (no ``purpose`` column; evaluations tagged in metadata) opens as schema 2 with it filled."""
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    store = Store(db)
+    old_eval = make_episode(1).model_copy(update={"metadata": {"purpose": "eval"}})
+    store.put_episodes([make_episode(0), old_eval])
+    store.close()
+    conn = sqlite3.connect(db)  # make it what schema 1 wrote: no column, no field in the stored JSON
+    for (eid, head) in conn.execute("SELECT id, episode_json FROM episodes").fetchall():
+        data = json.loads(head)
+        data.pop("purpose")
+        conn.execute("UPDATE episodes SET episode_json = ? WHERE id = ?", [json.dumps(data), eid])
+    conn.execute("ALTER TABLE episodes DROP COLUMN purpose")
+    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    store = Store(db)
+    assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    assert dict(store.db.execute("SELECT id, purpose FROM episodes").fetchall()) == {
+        make_episode(0).id: "train", old_eval.id: "eval"}
+    assert [e.purpose for e in store.iter_episodes()] == ["train", "eval"]
+    assert store.count(purpose="eval") == 1
+    store.put_episode(make_episode(2).model_copy(update={"purpose": "eval"}))
+    assert store.count(purpose="eval") == 2

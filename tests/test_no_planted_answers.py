@@ -15,7 +15,7 @@ import re
 import pytest
 
 from agent import prompts
-from agent.feedback import RUBRIC_GRADE
+from agent.feedback.sources import RUBRIC_GRADE
 from environments import BARE_FEEDBACK, get_environment
 
 SPECS = [

@@ -95,7 +95,7 @@ async def test_concurrent_callers_share_one_batch_and_match_unbatched(policy: Tr
 
 async def test_token_counts_and_length_finish(policy: TransformersPolicy) -> None:
     [c] = await policy.generate([CHATS[2]], SamplingParams(max_tokens=7))
-    from trainer.models import chat_prompt
+    from agent.policy.chat import chat_prompt
 
     prompt = chat_prompt(policy.tokenizer, CHATS[2])
     assert c.prompt_tokens == len(policy.tokenizer(prompt, add_special_tokens=False)["input_ids"])

@@ -1,4 +1,4 @@
-"""Fast tests of bench/self_reward.py's pure parts: gap metrics, collapse detection, tables, plot (no model)."""
+"""Fast tests of bench/experiments/self_reward's pure parts: gap metrics, collapse detection, tables, plot (no model)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from agent.feedback import UNRELIABLE
-from bench import self_reward as SR
+from bench.experiments.self_reward import experiment, metrics, report, settings
 from environments import Feedback, Task
 from memory.records import Attempt, Episode, ModelCall
+from trainer.gate import wilson
 
 
 def _task() -> Task:
@@ -38,7 +39,7 @@ def test_gap_metrics_from_synthetic_episodes():
         _episode(_attempt(False, True)),   # false negative
         _episode(_attempt(True, None)),    # no truth: skipped
     ]
-    m = SR.gap_metrics(SR.judged_pairs(eps, "majority"))
+    m = metrics.gap_metrics(metrics.judged_pairs(eps, "majority"))
     assert m["n"] == 5
     assert (m["self"]["k"], m["truth"]["k"], m["agreement"]["k"]) == (3, 2, 2)
     assert (m["fpr"]["k"], m["fpr"]["n"]) == (2, 3)
@@ -50,31 +51,31 @@ def test_gap_metrics_from_synthetic_episodes():
 
 def test_verifier_feedback_is_its_own_truth():
     eps = [_episode(_attempt(True, None)), _episode(_attempt(False, None))]
-    m = SR.gap_metrics(SR.judged_pairs(eps, "verifier"))
+    m = metrics.gap_metrics(metrics.judged_pairs(eps, "verifier"))
     assert m["n"] == 2 and m["agreement"]["p"] == 1.0 and m["fpr"]["k"] == 0
 
 
 def test_empty_metrics_and_wilson():
-    m = SR.gap_metrics([])
+    m = metrics.gap_metrics([])
     assert m["n"] == 0 and m["self"]["p"] is None and m["mean_self_reward"] is None
-    assert SR.wilson(0, 0) == (0.0, 1.0)
-    lo, hi = SR.wilson(8, 16)
+    assert wilson(0, 0) == (0.0, 1.0)
+    lo, hi = wilson(8, 16)
     assert lo == pytest.approx(0.28, abs=0.01) and hi == pytest.approx(0.72, abs=0.01)
 
 
 def test_collapse_points():
     vs = [{"pseudo": 0.4, "heldout": 0.5}, {"pseudo": 0.5, "heldout": 0.6},
           {"pseudo": 0.8, "heldout": 0.2}, {"pseudo": None, "heldout": 0.1}]
-    assert SR.collapse_points(vs) == [2]
-    assert SR.collapse_points([{"pseudo": 0.4, "heldout": 0.5}]) == []
+    assert metrics.collapse_points(vs) == [2]
+    assert metrics.collapse_points([{"pseudo": 0.4, "heldout": 0.5}]) == []
 
 
 def _rate(k, n):
-    return SR._rate(k, n)
+    return metrics._rate(k, n)
 
 
 def _results() -> dict:
-    metrics = SR.gap_metrics([(True, True, 1.0, False), (True, False, 1.0, False), (False, False, 0.0, True)])
+    gap = metrics.gap_metrics([(True, True, 1.0, False), (True, False, 1.0, False), (False, False, 0.0, True)])
 
     def rnd(r, pseudo, truth, acc_k):
         return {"round": r, "version": f"v000{r}-sft",
@@ -86,10 +87,10 @@ def _results() -> dict:
     base = {**{k: v for k, v in _rate(2, 4).items() if k != "p"}, "acc": 0.5, "seconds": 2.0}
     return {
         "settings": {"model": "default", "episodes": 4, "rounds": 2, "steps": 2, "eval_n": 4, "max_tokens": 48,
-                     "method": "sft", "quick": False, "command": "python -m bench.self_reward --episodes 4",
+                     "method": "sft", "quick": False, "command": "python -m bench.experiments.self_reward --episodes 4",
                      "results_path": "/tmp/x/results.json"},
-        "gap": [{"source": "verifier", "env": "arithmetic", "seconds": 1.0, "metrics": metrics},
-                {"source": "majority", "env": "arithmetic", "seconds": 2.0, "metrics": metrics}],
+        "gap": [{"source": "verifier", "env": "arithmetic", "seconds": 1.0, "metrics": gap},
+                {"source": "majority", "env": "arithmetic", "seconds": 2.0, "metrics": gap}],
         "base_eval": base,
         "train": {"verifier": {"rounds": [rnd(1, 0.5, 0.5, 2), rnd(2, 0.5, 0.5, 3)]},
                   "majority": {"rounds": [rnd(1, 0.4, 0.5, 2), rnd(2, 0.7, 0.4, 1)]}},
@@ -98,37 +99,37 @@ def _results() -> dict:
 
 
 def test_version_series_aligns_pseudo_with_the_collecting_version():
-    vs = SR.version_series(_results(), "majority")
+    vs = metrics.version_series(_results(), "majority")
     assert [v["version"] for v in vs] == ["base", "v0001-sft", "v0002-sft"]
     assert [v["pseudo"] for v in vs] == [0.4, 0.7, None]
     assert [v["heldout"] for v in vs] == [0.5, 0.5, 0.25]
-    assert SR.collapse_points(vs) == []  # pseudo rose at v1 but held-out did not fall until v2
+    assert metrics.collapse_points(vs) == []  # pseudo rose at v1 but held-out did not fall until v2
 
 
 def test_tables_doc_and_plot_render(tmp_path: Path):
     res = _results()
-    gap = SR.gap_table(res)
+    gap = report.gap_table(res)
     assert "| majority | `arithmetic` | 3 |" in gap and "[1/2]" in gap
-    tt = SR.train_table(res)
+    tt = report.train_table(res)
     assert "| (both) | 0 | `base` |" in tt and "| majority | 2 | `v0002-sft` |" in tt
-    plot = SR.write_plot(res, tmp_path / "img")
+    plot = report.write_plot(res, tmp_path / "img")
     assert plot.name == "self_reward_training.png" and plot.stat().st_size > 1000
-    doc = SR.render_doc(res, res["settings"]["command"], plot, machine="test", when="now")
+    doc = report.render_doc(res, res["settings"]["command"], plot, machine="test", when="now")
     assert "## (a) Generation–verification gap" in doc and "img/self_reward_training.png" in doc
-    assert "python -m bench.self_reward --episodes 4" in doc and "1.0 min wall" in doc
+    assert "python -m bench.experiments.self_reward --episodes 4" in doc and "1.0 min wall" in doc
     assert "**majority** training" in doc and "no collapse signature" in doc
 
 
 def test_parse_args_presets(tmp_path: Path):
-    a = SR.parse_args(["--quick", "--workspace", str(tmp_path)])
-    assert (a.episodes, a.rounds, a.steps, a.eval_n) == (SR.QUICK["episodes"], 1, 1, SR.QUICK["eval_n"])
-    b = SR.parse_args(["--episodes", "16", "--steps", "2"])
-    assert (b.episodes, b.steps, b.rounds, b.method) == (16, 2, SR.FULL["rounds"], "sft")
+    a = experiment.parse_args(["--quick", "--workspace", str(tmp_path)])
+    assert (a.episodes, a.rounds, a.steps, a.eval_n) == (settings.QUICK["episodes"], 1, 1, settings.QUICK["eval_n"])
+    b = experiment.parse_args(["--episodes", "16", "--steps", "2"])
+    assert (b.episodes, b.steps, b.rounds, b.method) == (16, 2, settings.FULL["rounds"], "sft")
 
 
 def test_collapse_detail_reports_the_paired_drop():
     vs = [{"version": "base", "pseudo": 0.2, "heldout": 0.75, "outcomes": [1, 1, 1, 0]},
           {"version": "v1", "pseudo": 0.5, "heldout": 0.25, "outcomes": [1, 0, 0, 0]}]
-    assert SR.collapse_points(vs) == [1]
-    text = SR._collapse_detail(vs, 1)
+    assert metrics.collapse_points(vs) == [1]
+    text = report._collapse_detail(vs, 1)
     assert "2 task(s) lost, 0 gained" in text and "p = 0.25" in text and "within noise" in text

@@ -8,7 +8,8 @@ import pytest
 
 import trainer.datasets as D
 from environments import get_environment
-from tests.trainer_factories import correct_text, make_episode, mixed_episodes, single_attempt_episode, tasks
+from environments.chat import with_system
+from trainer.synthetic import correct_text, make_episode, mixed_episodes, single_attempt_episode, tasks
 
 STRICT = "arithmetic:answer_format=strict"
 
@@ -40,7 +41,7 @@ def test_retry_prompt_invariant_rebuilds_the_recorded_retry_input():
     for row in ds:
         ep = by_id[row["episode_id"]]
         rebuilt = D.retry_prompt(row["retry_template"], row["retry_slot"], row["recorded_reflection"])
-        assert rebuilt == D.with_system(ep.attempts[1].solve.messages)
+        assert rebuilt == with_system(ep.attempts[1].solve.messages)
         new = D.retry_prompt(row["retry_template"], row["retry_slot"], "NEW")
         assert "NEW" in new[row["retry_slot"][0]]["content"] and row["recorded_reflection"] not in str(new)
         assert row["prompt"][0] == {"role": "system", "content": ep.task.prompt[0].content}
@@ -95,8 +96,10 @@ def test_held_out_episodes_never_become_training_data():
     n_train = len(D.reflection_dataset(episodes)), len(D.sft_dataset(episodes)), len(D.first_attempt_dataset(episodes))
     assert all(n_train)
     eval_split = [e.model_copy(update={"task": e.task.model_copy(update={"split": "eval"})}) for e in episodes]
-    tagged = [e.model_copy(update={"metadata": {"purpose": "eval"}}) for e in episodes]
-    for held_out in (eval_split, tagged):
+    measured = [e.model_copy(update={"purpose": "eval"}) for e in episodes]
+    legacy = [type(e).model_validate({**e.model_dump(exclude={"purpose"}), "metadata": {"purpose": "eval"}}) for e in episodes]
+    assert all(e.purpose == "eval" for e in legacy)  # stored before `purpose` was a field
+    for held_out in (eval_split, measured, legacy):
         assert len(D.reflection_dataset(held_out)) == 0
         assert len(D.sft_dataset(held_out)) == 0
         assert len(D.first_attempt_dataset(held_out)) == 0
@@ -157,7 +160,7 @@ def test_sft_reformat_adds_right_but_malformed_first_attempts_only():
     assert ds["episode_id"] == [right.id] and ds["kind"] == ["reformatted"]
     completion = ds[0]["completion"][0]["content"]
     assert completion.endswith(f"= <answer>{t[0].reference['value']}</answer>") and env.verify(t[0], completion).success
-    assert ds[0]["prompt"] == D.with_system(t[0].messages())
+    assert ds[0]["prompt"] == with_system(t[0].messages())
     # self-reward episodes never consult the verifier through reformat
     majority = right.model_copy(update={"feedback_source": "majority"})
     assert len(D.sft_dataset([majority], reformat=True)) == 0
@@ -169,11 +172,12 @@ def test_build_dataset_sft_reformat_switch_and_config_default():
 
     task = get_environment(STRICT).sample(1, "train", seed=2)[0]
     ep = single_attempt_episode(STRICT, task, f"{task.reference['expression']} = {task.reference['value']}")
-    with pytest.raises(NotEnoughDataError, match="no successful episode"):
-        build_dataset("sft", [ep], reformat=False)
-    assert build_dataset("sft", [ep], reformat=True)["kind"] == ["reformatted"]
+    strict = config_for("sft", output_dir="unused", max_steps=1, reformat_answers=False)
+    with pytest.raises(NotEnoughDataError, match="no successful episode in any env"):
+        build_dataset("sft", [ep], config=strict)
     cfg = config_for("sft", output_dir="unused", max_steps=1)
     assert cfg.reformat_answers is True and cfg.learning_rate == 5e-4
+    assert build_dataset("sft", [ep], config=cfg)["kind"] == ["reformatted"]
     assert config_for("sft", output_dir="unused", max_steps=1, reformat_answers=False).reformat_answers is False
 
 

@@ -7,8 +7,8 @@ import doctest
 import pytest
 
 import trainer.gate as G
-from tests.trainer_factories import make_episode, tasks
 from trainer.gate import TaskOutcome, evaluate_gate, paired_difference, wilson
+from trainer.synthetic import make_episode, tasks
 
 
 def test_doctests():

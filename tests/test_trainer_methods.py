@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.trainer_factories import FakeLibrary, correct_text, make_episode, mixed_episodes, tasks, wrong_text
 from trainer import grpo, grpo_reflection
 from trainer.config import config_for
 from trainer.datasets import first_attempt_dataset, reflection_dataset
 from trainer.rewards import RetryReward, completion_text
+from trainer.synthetic import correct_text, make_episode, mixed_episodes, tasks, wrong_text
 from trainer.train import NotEnoughDataError, train
-
-pytest_plugins = ["tests.trainer_factories"]  # the tiny_model / tiny_model_dir fixtures
 
 FAST = dict(report_to=[], save_strategy="no", warmup_steps=0, logging_steps=1)
 GRPO_FAST = dict(FAST, max_completion_length=8, retry_max_new_tokens=8, per_device_train_batch_size=4,
@@ -65,10 +63,11 @@ def test_grpo_steps(tiny_model, tiny_model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["sft", "dpo"])
-def test_train_registers_candidate(method, tiny_model_dir, tmp_path):
+def test_train_registers_candidate(method, tiny_model_dir, library):
     from peft import PeftModel
 
-    lib = FakeLibrary(tmp_path / "ws", mixed_episodes(2))
+    lib = library
+    lib.record_many(mixed_episodes(2))
     steps = []
     mv = train(lib, method, steps=2, overrides=dict(FAST, base_model=str(tiny_model_dir), per_device_train_batch_size=2,
                                                     max_length=256),
@@ -81,8 +80,9 @@ def test_train_registers_candidate(method, tiny_model_dir, tmp_path):
     assert _lora_b_nonzero(base)
 
 
-def test_crash_then_resume_from_checkpoint(tiny_model_dir, tmp_path):
-    lib = FakeLibrary(tmp_path / "ws", mixed_episodes(2))
+def test_crash_then_resume_from_checkpoint(tiny_model_dir, tmp_path, library):
+    lib = library
+    lib.record_many(mixed_episodes(2))
     overrides = dict(FAST, base_model=str(tiny_model_dir), per_device_train_batch_size=2, max_length=256,
                      save_strategy="steps", save_steps=1)
 
@@ -99,8 +99,9 @@ def test_crash_then_resume_from_checkpoint(tiny_model_dir, tmp_path):
     assert mv.id == "v0001-sft" and mv.metrics["steps"] == 3
 
 
-def test_not_enough_data_names_the_command(tmp_path):
-    lib = FakeLibrary(tmp_path, [make_episode(tasks(1)[0], first_success=True)])
+def test_not_enough_data_names_the_command(library):
+    lib = library
+    lib.record(make_episode(tasks(1)[0], first_success=True))
     with pytest.raises(NotEnoughDataError, match="selfevolve run --env arithmetic --episodes 64"):
         train(lib, "grpo-reflection", steps=1, env="arithmetic")
     with pytest.raises(FileNotFoundError, match="without --resume"):
@@ -109,8 +110,9 @@ def test_not_enough_data_names_the_command(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.embedded
-def test_grpo_reflection_one_step_on_embedded_model(tmp_path):
-    lib = FakeLibrary(tmp_path / "ws", mixed_episodes(2))
+def test_grpo_reflection_one_step_on_embedded_model(library):
+    lib = library
+    lib.record_many(mixed_episodes(2))
     mv = train(lib, "grpo-reflection", steps=1,
                overrides=dict(report_to=[], save_strategy="no", max_completion_length=32, retry_max_new_tokens=32))
     assert mv.metrics["steps"] == 1 and "train/retry_success_rate_mean" in mv.metrics

@@ -1,4 +1,4 @@
-"""Registry: version ids, atomic save-then-register, promote / rollback / gate, on the fake and the real library."""
+"""Registry: version ids, atomic save-then-register, promote / rollback / gate, on the real library."""
 
 from __future__ import annotations
 
@@ -6,21 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.trainer_factories import FakeLibrary
 from trainer import registry
 from trainer.gate import TaskOutcome, evaluate_gate
 
 
-@pytest.fixture(params=["fake", "real"])
-def lib(request, tmp_path):
-    if request.param == "fake":
-        yield FakeLibrary(tmp_path)
-        return
-    from memory.library import ExperienceLibrary
-
-    real = ExperienceLibrary(tmp_path)
-    yield real
-    real.close()
+@pytest.fixture
+def lib(library):
+    return library
 
 
 def _save_ok(path: Path) -> None:
@@ -54,12 +46,15 @@ def test_failure_while_saving_registers_nothing(lib):
     assert list((lib.workspace / "models").iterdir()) == []  # no final dir, temp dir cleaned
 
 
-def test_failure_while_registering_removes_the_adapter(tmp_path):
-    lib = FakeLibrary(tmp_path)
-    lib.fail_on_add = True
+def test_failure_while_registering_removes_the_adapter(lib, monkeypatch):
+    def fail(mv):
+        raise RuntimeError("injected failure in add_model_version")
+
+    monkeypatch.setattr(lib, "add_model_version", fail)
     with pytest.raises(RuntimeError, match="injected"):
-        registry.register_candidate(lib, tmp_path, "v0001-sft", _save_ok, parent="base", method="sft")
-    assert not (tmp_path / "models" / "v0001-sft").exists()
+        registry.register_candidate(lib, lib.workspace, "v0001-sft", _save_ok, parent="base", method="sft")
+    assert not (lib.workspace / "models" / "v0001-sft").exists()
+    assert [v.id for v in lib.list_model_versions()] == ["base"]
 
 
 def test_promote_rollback_chain(lib):

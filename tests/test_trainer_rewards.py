@@ -7,10 +7,9 @@ import doctest
 import pytest
 
 import trainer.rewards as R
-from tests.trainer_factories import correct_text, make_episode, tasks, wrong_text
-from trainer.datasets import reflection_dataset, with_system
-
-pytest_plugins = ["tests.trainer_factories"]  # the tiny_model fixture
+from environments.chat import with_system
+from trainer.datasets import reflection_dataset
+from trainer.synthetic import correct_text, make_episode, tasks, wrong_text
 
 
 def test_doctests():
@@ -90,3 +89,16 @@ def test_self_reward_rows_are_scored_against_the_pseudo_label_not_the_verifier()
     retry = R.RetryReward(generate=lambda chats: [correct_text(t[0]), correct_text(t[1])])
     assert retry(completions=["r1", "r2"], feedback_source=["majority", "majority"], label=[label, "-99999"],
                  **_columns(ds)) == [0.0, 0.0]
+
+
+def test_the_task_changes_shape_once_on_its_way_to_the_reward():
+    """Datasets write the Task column with task_column; rewards read it with task_of, parsed once per task."""
+    from trainer.datasets import first_attempt_dataset, task_column, task_of
+
+    t = tasks(2)
+    ds = first_attempt_dataset([make_episode(x, first_success=True) for x in t])
+    assert ds["task"] == [task_column(x) for x in t]
+    task_of.cache_clear()
+    for _ in range(3):
+        assert [task_of(c) for c in ds["task"]] == t
+    assert task_of.cache_info().misses == 2

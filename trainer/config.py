@@ -10,6 +10,9 @@ GPU defaults for real sizes (the R3 paper's settings) are :data:`GPU_OVERRIDES`,
 ``config_for(method, gpu=True, ...)``: KL ``beta=0.001``, ``lr=5e-7`` with full fine-tuning, cosine,
 ``warmup_steps=0.03`` (a ratio), bf16, larger groups and lengths.
 
+Which config class and which per-method defaults a method uses is its registration
+(:mod:`trainer.methods`); this module holds the classes and the defaults every method shares.
+
     from trainer.config import config_for
     cfg = config_for("grpo-reflection", output_dir="ws/runs/x", max_steps=10)
 """
@@ -21,7 +24,7 @@ from typing import Any
 
 from trl import DPOConfig, GRPOConfig, SFTConfig
 
-METHODS = ("grpo-reflection", "grpo", "sft", "dpo")
+from .methods import get_training_method
 
 # What the paper used at 1.5B–7B on H100s (PAPERS.md, R3); use with gpu=True.
 GPU_OVERRIDES: dict[str, Any] = {
@@ -33,6 +36,7 @@ GPU_OVERRIDES: dict[str, Any] = {
     "warmup_steps": 0.03,
     "activation_checkpointing": True,
 }
+# The GRPO methods' gpu_defaults (see their registrations).
 GPU_GRPO_OVERRIDES: dict[str, Any] = {
     "beta": 0.001,
     "num_generations": 8,
@@ -76,7 +80,7 @@ class _OurFields:
     env: str | None = field(default=None, metadata={"help": "Environment spec whose episodes to train on (None: all)."})
 
 
-def _check_ours(cfg: Any) -> None:
+def _check_ours(cfg: _OurFields) -> None:
     if cfg.use_lora and cfg.lora_r <= 0:
         raise ValueError(f"lora_r must be > 0 with use_lora=True (got {cfg.lora_r}); or set use_lora=False")
     if cfg.use_lora and not cfg.lora_target_modules:
@@ -157,34 +161,16 @@ class SelfEvolveDPOConfig(DPOConfig, _OurFields):
         _check_ours(self)
 
 
-CONFIG_CLASSES: dict[str, type] = {
-    "grpo-reflection": ReflectionGRPOConfig,
-    "grpo": ReflectionGRPOConfig,
-    "sft": SelfEvolveSFTConfig,
-    "dpo": SelfEvolveDPOConfig,
-}
-
-_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "grpo-reflection": dict(num_generations=4, max_completion_length=64, beta=0.0),
-    "grpo": dict(num_generations=4, max_completion_length=64, beta=0.0),
-    # LoRA SFT needs a larger step than GRPO: on 15 reformatted arithmetic rows, 16 steps at 1e-4 left the
-    # greedy output unchanged (0/21 held-out answers tagged); 5e-4 gave 21/21 tagged (docs/learning.md).
-    "sft": dict(max_length=512, completion_only_loss=True, learning_rate=5e-4),
-    "dpo": dict(max_length=512, beta=0.1),
-}
-
-
 def config_for(method: str, output_dir: str, gpu: bool = False, **overrides: Any):
-    """The config of ``method`` with our CPU defaults (or :data:`GPU_OVERRIDES`), then ``overrides``."""
-    if method not in CONFIG_CLASSES:
-        raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
-    kwargs = _defaults(_METHOD_DEFAULTS[method])
+    """The config of ``method``: our CPU defaults, the method's own (its registration), or with ``gpu``
+    :data:`GPU_OVERRIDES` and the method's GPU defaults; then ``overrides``."""
+    m = get_training_method(method)
+    kwargs = _defaults(dict(m.defaults))
     if gpu:
         kwargs.update(GPU_OVERRIDES)
-        if method.startswith("grpo"):
-            kwargs.update(GPU_GRPO_OVERRIDES)
+        kwargs.update(m.gpu_defaults)
     kwargs.update(overrides)
-    cls = CONFIG_CLASSES[method]
+    cls = m.config_class
     known = set(cls.__dataclass_fields__)
     unknown = sorted(set(kwargs) - known)
     if unknown:
@@ -192,7 +178,7 @@ def config_for(method: str, output_dir: str, gpu: bool = False, **overrides: Any
     return cls(output_dir=output_dir, **kwargs)
 
 
-def lora_config(cfg: Any, model: Any = None):
+def lora_config(cfg: _OurFields, model: Any = None):
     """The PEFT LoraConfig our fields describe; None for a full fine-tune or when ``model`` already has
     an adapter (a parent's adapter being trained further)."""
     if not cfg.use_lora or getattr(model, "peft_config", None):

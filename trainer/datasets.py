@@ -3,15 +3,15 @@
 Every builder returns TRL's *conversational* format (lists of ``{"role", "content"}`` messages), so
 TRL renders prompts with the tokenizer's chat template exactly like the agent does. Design decisions:
 
-- A prompt with no system message gets an empty one (:func:`with_system`), which is what
-  :func:`trainer.models.chat_prompt` does; without it SmolLM2's template would inject its default
+- A prompt with no system message gets an empty one (:func:`environments.chat.with_system`), the rule
+  the policy layer renders served prompts with; without it SmolLM2's template would inject its default
   system prompt and the trained prompt would differ from the served one.
 - Training needs the exact prompts the policy saw, so prompts are the recorded ``ModelCall.messages``,
   never rebuilt from the task.
 - Columns the rewards need ride along (TRL passes extra dataset columns to reward functions as keyword
-  lists): ``task`` (the Task as JSON), ``env`` (its environment spec), ``retry_template`` and ``retry_slot``
-  (the recorded retry input and where its reflection sits, see the invariant in :mod:`memory.records`),
-  ``episode_id``.
+  lists): ``task`` (the Task as JSON: :func:`task_column` writes it, :func:`task_of` reads it, once per
+  distinct task), ``env`` (its environment spec), ``retry_template`` and ``retry_slot`` (the recorded
+  retry input and where its reflection sits, see the invariant in :mod:`memory.records`), ``episode_id``.
 - Self-reward (``Episode.feedback_source`` other than ``verifier``): feedback marked unreliable
   (``Feedback.reliable=False``, SRT's online filter) is never trained on — every builder skips the
   attempts whose verdict it would use (see each builder). The GRPO datasets (:func:`reflection_dataset`,
@@ -36,23 +36,24 @@ from collections.abc import Callable, Sequence
 from datasets import Dataset
 
 from environments import Task, get_environment
+from environments.chat import with_system
 from memory.records import Attempt, Episode, put_reflection, reflection_slot_of
 
 Messages = list[dict[str, str]]
-# One instance per env spec for the builders that re-verify (an env is a pure function of its spec).
-_environment = functools.lru_cache(maxsize=64)(get_environment)
+# One instance per env spec for everything that re-verifies (an env is a pure function of its spec).
+environment_of = functools.lru_cache(maxsize=64)(get_environment)
 
 
-def with_system(messages: Sequence[dict[str, str]]) -> Messages:
-    """Copy of ``messages`` that starts with a system turn (empty if there was none), as chat_prompt renders it.
+def task_column(task: Task) -> str:
+    """The ``task`` column: the Task as JSON, the one form that survives the dataset on disk (``save_to_disk``
+    for resume) and TRL's column passing unchanged. :func:`task_of` is the only way back."""
+    return task.model_dump_json()
 
-    >>> with_system([{"role": "user", "content": "hi"}])[0]
-    {'role': 'system', 'content': ''}
-    """
-    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
-    if not msgs or msgs[0]["role"] != "system":
-        msgs.insert(0, {"role": "system", "content": ""})
-    return msgs
+
+@functools.lru_cache(maxsize=4096)
+def task_of(column: str) -> Task:
+    """The Task of a ``task`` column value, parsed once per distinct task (TRL passes columns every step)."""
+    return Task.model_validate_json(column)
 
 
 def assistant(text: str) -> Messages:
@@ -60,12 +61,13 @@ def assistant(text: str) -> Messages:
 
 
 def _usable(ep: Episode, env: str | None) -> bool:
-    """Train only on training-split tasks: held-out (eval) episodes must never leak into the weights."""
+    """Train only on training-split tasks of experience episodes: held-out tasks and measurements
+    (``purpose == "eval"``) must never leak into the weights."""
     return (
         ep.error is None
         and bool(ep.attempts)
         and ep.task.split == "train"
-        and ep.metadata.get("purpose") != "eval"
+        and ep.purpose == "train"
         and (env is None or ep.task.env == env or ep.env == env)
     )
 
@@ -89,6 +91,15 @@ def dropped_unlabelled(episodes: Sequence[Episode], env: str | None = None) -> i
     """How many usable self-reward episodes the GRPO datasets drop for lack of a pseudo-label."""
     return sum(_usable(ep, env) and _self_reward(ep) and all(a.feedback.label is None for a in ep.attempts)
                for ep in episodes)
+
+
+def unlabelled_hint(episodes: Sequence[Episode], env: str | None, method: str) -> str | None:
+    """Why a GRPO dataset came out empty when self-reward episodes were dropped (the rows carry no label)."""
+    dropped = dropped_unlabelled(episodes, env)
+    if not dropped:
+        return None
+    return (f"{dropped} self-reward episode(s) (rubric/critique feedback) have no pseudo-label for the {method} "
+            "reward and were dropped; train them with sft or dpo, or collect with --feedback majority or verifier")
 
 
 def _from_rows(rows: list[dict], columns: Sequence[str]) -> Dataset:
@@ -129,7 +140,7 @@ def reflection_dataset(episodes: Sequence[Episode], env: str | None = None) -> D
         shift = len(template) - len(retry.solve.messages)  # an empty system turn put in front
         rows.append({
             "prompt": with_system(first.reflect.messages),
-            "task": ep.task.model_dump_json(),
+            "task": task_column(ep.task),
             "env": ep.task.env,
             "retry_template": template,
             "retry_slot": [slot[0] + shift, slot[1], slot[2]],
@@ -167,7 +178,7 @@ def first_attempt_dataset(episodes: Sequence[Episode], env: str | None = None, u
         if labelled is None:
             continue
         seen.add(ep.task.id)
-        rows.append({"prompt": with_system(ep.attempts[0].solve.messages), "task": ep.task.model_dump_json(),
+        rows.append({"prompt": with_system(ep.attempts[0].solve.messages), "task": task_column(ep.task),
                      "env": ep.task.env, "episode_id": ep.id, **labelled})
     return _from_rows(rows, FIRST_ATTEMPT_COLUMNS)
 
@@ -198,7 +209,7 @@ def sft_dataset(episodes: Sequence[Episode], env: str | None = None, reformat: b
                          "episode_id": ep.id, "kind": "success"})
         if reformat and not ep.first_success and not _self_reward(ep):
             first = ep.attempts[0].solve
-            environment = _environment(ep.task.env)
+            environment = environment_of(ep.task.env)
             fixed = environment.reformat(ep.task, first.output)
             if fixed is not None and environment.verify(ep.task, fixed).success:
                 rows.append({"prompt": with_system(first.messages), "completion": assistant(fixed),
@@ -238,7 +249,7 @@ def rationalize(
         raise ValueError(f"generate returned {len(outputs)} completions for {len(hinted)} prompts")
     rows = []
     for ep, text in zip(failed, outputs, strict=True):
-        if _environment(ep.task.env).verify(ep.task, text).success:
+        if environment_of(ep.task.env).verify(ep.task, text).success:
             rows.append({"prompt": with_system(ep.attempts[0].solve.messages), "completion": assistant(text),
                          "episode_id": ep.id, "kind": "rationalized"})
     return _from_rows(rows, SFT_COLUMNS)

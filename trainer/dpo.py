@@ -13,9 +13,15 @@ from typing import Any
 from datasets import Dataset
 from trl import DPOTrainer
 
+from . import datasets as D
 from .config import SelfEvolveDPOConfig, lora_config
+from .methods import register_training_method
 
 
+@register_training_method(
+    "dpo", config_class=SelfEvolveDPOConfig, dataset=lambda episodes, env, config: D.dpo_dataset(episodes, env),
+    defaults=dict(max_length=512, beta=0.1), needs="task with both a successful and a failed attempt/reflection",
+)
 def build_trainer(model: Any, tokenizer: Any, dataset: Dataset, config: SelfEvolveDPOConfig,
                   callbacks: list | None = None) -> DPOTrainer:
     missing = [c for c in ("prompt", "chosen", "rejected") if c not in dataset.column_names]

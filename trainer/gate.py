@@ -1,8 +1,9 @@
 """The evaluation gate: pure statistics deciding whether a candidate model replaces the serving one.
 
 Input: per-task outcomes of the candidate and the current version on the SAME held-out tasks (a paired
-design: each task is attempted by both, so task difficulty cancels out). The lead's ``eval`` command
-runs the episodes; this module only counts.
+design: each task is attempted by both, so task difficulty cancels out). :mod:`agent.cycle` runs the
+episodes (for ``selfevolve eval --against``, the daemon and the experiments); this module only counts.
+:class:`TaskOutcome` is the one per-task outcome type from the episode to the decision.
 
 - Accuracies (first try, and final = after reflection and retry) with 95% Wilson score intervals.
 - The paired difference ``candidate - current`` on each metric with Newcombe's (1998, method 10)
@@ -20,9 +21,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from memory.records import Episode
 
 Metric = Literal["first", "final"]
 Z95 = 1.959963984540054
@@ -191,7 +195,7 @@ def evaluate_gate(
                         reason=reason)
 
 
-def outcomes_from_episodes(episodes: Iterable) -> dict[str, TaskOutcome]:
+def outcomes_from_episodes(episodes: Iterable[Episode]) -> dict[str, TaskOutcome]:
     """Per-task outcomes from evaluation episodes (``Episode.first_success`` / ``.success``).
 
     One episode per task is expected; if a task repeats, the first episode counts (eval runs should

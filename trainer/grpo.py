@@ -4,7 +4,8 @@
 
 The prompt is the recorded first-attempt prompt, the completion is the answer, the reward is the
 task verifier's ``Feedback.reward`` (:class:`trainer.rewards.EnvironmentReward`). TRL's GRPOTrainer with
-DAPO dynamic sampling mixed in (:mod:`trainer.dynamic_sampling`; ``dynamic_sampling=False`` turns it off).
+DAPO dynamic sampling mixed in (:mod:`trainer.dynamic_sampling`; ``dynamic_sampling=False`` turns it off);
+the method's whole registration is the decorator on :func:`build_trainer`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any
 from datasets import Dataset
 from trl import GRPOTrainer
 
-from .config import ReflectionGRPOConfig, lora_config
+from . import datasets as D
+from .config import GPU_GRPO_OVERRIDES, ReflectionGRPOConfig, lora_config
 from .dynamic_sampling import DynamicSamplingMixin
+from .methods import register_training_method
 from .rewards import EnvironmentReward
 
 
@@ -23,6 +26,11 @@ class SelfEvolveGRPOTrainer(DynamicSamplingMixin, GRPOTrainer):
     """TRL's GRPOTrainer; groups with all-equal rewards are replaced (see trainer.dynamic_sampling)."""
 
 
+@register_training_method(
+    "grpo", config_class=ReflectionGRPOConfig, dataset=lambda episodes, env, config: D.first_attempt_dataset(episodes, env),
+    defaults=dict(num_generations=4, max_completion_length=64, beta=0.0), gpu_defaults=GPU_GRPO_OVERRIDES,
+    needs="episode", empty_hint=D.unlabelled_hint,
+)
 def build_trainer(model: Any, tokenizer: Any, dataset: Dataset, config: ReflectionGRPOConfig,
                   callbacks: list | None = None, reward_funcs: list | None = None) -> GRPOTrainer:
     """GRPO on first attempts; ``reward_funcs`` defaults to ``[EnvironmentReward()]``."""

@@ -26,8 +26,10 @@ from typing import Any
 from datasets import Dataset
 from trl import GRPOTrainer
 
-from .config import ReflectionGRPOConfig, lora_config
+from . import datasets as D
+from .config import GPU_GRPO_OVERRIDES, ReflectionGRPOConfig, lora_config
 from .dynamic_sampling import DynamicSamplingMixin
+from .methods import register_training_method
 from .rewards import RetryReward
 
 
@@ -45,6 +47,12 @@ class ReflectionGRPOTrainer(DynamicSamplingMixin, GRPOTrainer):
 REQUIRED_COLUMNS = ("prompt", "task", "env", "retry_template", "retry_slot")
 
 
+@register_training_method(
+    "grpo-reflection", config_class=ReflectionGRPOConfig,
+    dataset=lambda episodes, env, config: D.reflection_dataset(episodes, env),
+    defaults=dict(num_generations=4, max_completion_length=64, beta=0.0), gpu_defaults=GPU_GRPO_OVERRIDES,
+    needs="episode with a failed first attempt, a reflection and a retry", empty_hint=D.unlabelled_hint,
+)
 def build_trainer(model: Any, tokenizer: Any, dataset: Dataset, config: ReflectionGRPOConfig,
                   callbacks: list | None = None, retry_reward: RetryReward | None = None) -> ReflectionGRPOTrainer:
     """The R3 trainer; ``retry_reward`` defaults to a RetryReward configured from ``config``."""

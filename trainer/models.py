@@ -161,15 +161,6 @@ def load_model_and_tokenizer(path: str = "default", adapter_path: str | None = N
     return model, tokenizer
 
 
-def chat_prompt(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-    """Apply the chat template. A missing system prompt stays missing (SmolLM2's template would inject one)."""
-    if messages and messages[0]["role"] != "system":
-        # SmolLM2's template adds "You are a helpful AI assistant named SmolLM..." when no system message
-        # is given; an empty system turn keeps prompts exactly what the caller wrote.
-        messages = [{"role": "system", "content": ""}, *messages]
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-
-
 def make_tiny_model(out_dir: str | Path, vocab_from: str | None = None, seed: int = 0) -> Path:
     """A tiny random-weight Llama with the embedded model's tokenizer, for fast tests and benchmarks."""
     import torch

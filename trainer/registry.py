@@ -30,7 +30,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from memory.protocol import ModelVersions
 from memory.records import ModelVersion
+
+from .gate import GateDecision
 
 _ID = re.compile(r"^v(\d{4,})-")
 ROLLED_BACK = "rolled back"
@@ -40,14 +43,14 @@ def models_dir(workspace: str | Path) -> Path:
     return Path(workspace) / "models"
 
 
-def next_version_id(lib: Any, method: str) -> str:
+def next_version_id(lib: ModelVersions, method: str) -> str:
     """``v{n:04d}-{method}`` with n one past the highest number in use (the base is 0)."""
     numbers = [int(m.group(1)) for v in lib.list_model_versions() if (m := _ID.match(v.id))]
     return f"v{max(numbers, default=0) + 1:04d}-{method}"
 
 
 def register_candidate(
-    lib: Any,
+    lib: ModelVersions,
     workspace: str | Path,
     version_id: str,
     save: Callable[[Path], None],
@@ -84,7 +87,7 @@ def register_candidate(
     return mv
 
 
-def _get(lib: Any, version_id: str) -> ModelVersion:
+def _get(lib: ModelVersions, version_id: str) -> ModelVersion:
     try:
         return lib.get_model_version(version_id)
     except KeyError:
@@ -92,7 +95,7 @@ def _get(lib: Any, version_id: str) -> ModelVersion:
         raise KeyError(f"unknown model version {version_id!r}; known: {known} (see `selfevolve models list`)") from None
 
 
-def promote(lib: Any, version_id: str, note: str = "promoted") -> ModelVersion:
+def promote(lib: ModelVersions, version_id: str, note: str = "promoted") -> ModelVersion:
     """Serve ``version_id``; the previously promoted version becomes ``retired`` (superseded)."""
     target = _get(lib, version_id)
     if target.status == "base" or (target.adapter_path is None and target.parent is None):
@@ -104,13 +107,13 @@ def promote(lib: Any, version_id: str, note: str = "promoted") -> ModelVersion:
     return _get(lib, version_id)
 
 
-def retire(lib: Any, version_id: str, note: str = "retired") -> ModelVersion:
+def retire(lib: ModelVersions, version_id: str, note: str = "retired") -> ModelVersion:
     _get(lib, version_id)
     lib.set_model_status(version_id, "retired", note=note)
     return _get(lib, version_id)
 
 
-def rollback(lib: Any) -> ModelVersion:
+def rollback(lib: ModelVersions) -> ModelVersion:
     """Retire the served version and serve its nearest usable ancestor (or the base). Returns what is served now."""
     current = lib.serving_version()
     if current.status != "promoted":
@@ -131,18 +134,10 @@ def rollback(lib: Any) -> ModelVersion:
     return lib.serving_version()
 
 
-def apply_gate(lib: Any, version_id: str, decision: Any) -> ModelVersion:
+def apply_gate(lib: ModelVersions, version_id: str, decision: GateDecision) -> ModelVersion:
     """Promote the candidate if ``decision.promote``, else mark it ``rejected``; the reason becomes its note."""
-    note = f"gate: {decision.summary() if hasattr(decision, 'summary') else decision.reason}"
+    note = f"gate: {decision.summary()}"
     if decision.promote:
         return promote(lib, version_id, note=note)
     lib.set_model_status(version_id, "rejected", note=note)
     return _get(lib, version_id)
-
-
-def load_version(lib: Any, version_id: str):
-    """(model, tokenizer) for a version: its base model plus its adapter, if any."""
-    from .models import load_model_and_tokenizer
-
-    mv = _get(lib, version_id)
-    return load_model_and_tokenizer(mv.base_model, adapter_path=mv.adapter_path)

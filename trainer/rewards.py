@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from typing import Any
 
-from environments import Task, get_environment, normalize_answer
+from environments import normalize_answer
+from environments.chat import with_system
 
-from .datasets import retry_prompt
-from .models import chat_prompt
+from .datasets import environment_of, retry_prompt, task_of
 
 GenerateFn = Callable[[list[list[dict[str, str]]]], list[str]]
 
@@ -46,18 +45,8 @@ def completion_text(completion: Any) -> str:
     return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
 
 
-@lru_cache(maxsize=64)
-def _environment(spec: str):
-    return get_environment(spec)
-
-
-@lru_cache(maxsize=4096)
-def _task(task_json: str) -> Task:
-    return Task.model_validate_json(task_json)
-
-
 def verify(task_json: str, env: str, text: str) -> bool:
-    return _environment(env).verify(_task(task_json), text).success
+    return environment_of(env).verify(task_of(task_json), text).success
 
 
 def self_reward(env: str, text: str, label: str) -> float:
@@ -66,7 +55,7 @@ def self_reward(env: str, text: str, label: str) -> float:
     >>> self_reward("arithmetic", "<answer>1,024.</answer>", "1024"), self_reward("arithmetic", "hm", "1")
     (1.0, 0.0)
     """
-    answer = _environment(env).extract_answer(text)
+    answer = environment_of(env).extract_answer(text)
     return float(answer is not None and normalize_answer(answer) == normalize_answer(label))
 
 
@@ -109,7 +98,7 @@ class EnvironmentReward:
                 rewards.append(r)
                 successes += r == 1.0
                 continue
-            fb = _environment(spec).verify(_task(tj), completion_text(comp))
+            fb = environment_of(spec).verify(task_of(tj), completion_text(comp))
             rewards.append(float(fb.reward))
             successes += fb.success
         if log_metric is not None and rewards:
@@ -150,7 +139,8 @@ class HFGenerate:
         from transformers import GenerationConfig
 
         model, tok = self.model, self.tokenizer
-        texts = [chat_prompt(tok, c) for c in chats]
+        # The system-turn rule of environments.chat, as the policy layer renders served prompts.
+        texts = [tok.apply_chat_template(with_system(c), tokenize=False, add_generation_prompt=True) for c in chats]
         gen_cfg = GenerationConfig(
             max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, use_cache=True,
             temperature=self.temperature if self.do_sample else None, top_p=None, top_k=None,

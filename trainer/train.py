@@ -4,9 +4,12 @@
     python -c "from trainer.train import train; print(train('.selfevolve', 'sft', steps=5))"
 
 Design decisions
-- The new version's parent is the version being served; GRPO and DPO continue training the parent's
-  adapter (a chain of versions accumulates), SFT starts a fresh adapter on the base (STaR fine-tunes from
-  the base model each iteration). A saved adapter is always a delta on the base model.
+- What a method is (config, dataset builder, trainer builder, minimum rows) is its registration in
+  :mod:`trainer.methods`; this module runs any registered method the same way.
+- The new version's parent is the version being served; methods with ``continue_adapter`` (GRPO, DPO)
+  train the parent's adapter further (a chain of versions accumulates), the others (SFT) start a fresh
+  adapter on the base (STaR fine-tunes from the base model each iteration). A saved adapter is always a
+  delta on the base model.
 - Each run lives in ``<workspace>/runs/train-<id>/``: TRL checkpoints (``checkpoint-N``, every
   ``save_steps``), TensorBoard logs, the exact dataset (``dataset/``) and ``meta.json``. ``resume=True``
   picks the newest unfinished run of the method, reloads its dataset and continues from its last
@@ -16,56 +19,44 @@ Design decisions
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from memory.records import ModelVersion
+from memory.protocol import Library
+from memory.records import Episode, ModelVersion
 
 from . import datasets as D
 from . import registry
-from .config import METHODS, config_for
+from .config import config_for
+from .methods import TrainingMethod, get_training_method
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
-MIN_ROWS = {"grpo-reflection": 1, "grpo": 1, "sft": 1, "dpo": 1}
-_MODULES = {"grpo-reflection": "trainer.grpo_reflection", "grpo": "trainer.grpo", "sft": "trainer.sft",
-            "dpo": "trainer.dpo"}
 
 
 class NotEnoughDataError(ValueError):
     """Memory has too few usable episodes for the method (the message says what to run first)."""
 
 
-def build_dataset(method: str, episodes: list, env: str | None = None, reformat: bool = False):
+def build_dataset(method: str | TrainingMethod, episodes: Sequence[Episode], env: str | None = None, config: Any = None):
     """The dataset of ``method`` from ``episodes``, or NotEnoughDataError naming the command to run.
 
-    ``reformat`` (sft only): also train on first attempts that were right but malformed, with the answer
-    put into the required format (:func:`trainer.datasets.sft_dataset`)."""
-    where = f"env {env}" if env else "any env"
-    run_hint = f"run `selfevolve run --env {env or 'ENV'} --episodes 64` first"
-    if method == "grpo-reflection":
-        ds, what = D.reflection_dataset(episodes, env), "episode with a failed first attempt, a reflection and a retry"
-    elif method == "grpo":
-        ds, what = D.first_attempt_dataset(episodes, env), "episode"
-    elif method == "sft":
-        ds = D.sft_dataset(episodes, env, reformat=reformat)
-        what = "successful episode" + (" (nor a first attempt its env could reformat into one)" if reformat else "")
-    elif method == "dpo":
-        ds, what = D.dpo_dataset(episodes, env), "task with both a successful and a failed attempt/reflection"
-    else:
-        raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
-    if len(ds) < MIN_ROWS[method]:
-        dropped = D.dropped_unlabelled(episodes, env) if method in ("grpo", "grpo-reflection") else 0
-        if dropped:
-            run_hint = (f"{dropped} self-reward episode(s) (rubric/critique feedback) have no pseudo-label for the "
-                        f"{method} reward and were dropped; train them with sft or dpo, or collect with "
-                        f"--feedback majority or verifier; else {run_hint}")
-        raise NotEnoughDataError(f"no {what} in {where} ({len(episodes)} episodes in memory): {run_hint}")
+    ``config`` is the method's config (e.g. SFT's ``reformat_answers``); None means the builder's defaults."""
+    m = get_training_method(method) if isinstance(method, str) else method
+    ds = m.dataset(episodes, env, config)
+    if len(ds) < m.min_rows:
+        where = f"env {env}" if env else "any env"
+        run_hint = f"run `selfevolve run --env {env or 'ENV'} --episodes 64` first"
+        why = m.empty_hint(episodes, env, m.name) if m.empty_hint else None
+        if why:
+            run_hint = f"{why}; else {run_hint}"
+        found = f"{len(ds)} row(s), {m.name} needs {m.min_rows}; " if m.min_rows > 1 else ""
+        raise NotEnoughDataError(f"no {m.describe_rows(config)} in {where} ({found}{len(episodes)} episodes in memory): {run_hint}")
     return ds
 
 
@@ -83,19 +74,15 @@ class ProgressCallback(TrainerCallback):
         self.progress(state.global_step, state.max_steps, self.logs)
 
 
-def _open_library(workspace_or_lib: Any):
+def _open_library(workspace_or_lib: str | Path | Library) -> tuple[Library, Path]:
     if isinstance(workspace_or_lib, str | Path):
         from memory.library import ExperienceLibrary
 
-        lib = ExperienceLibrary(workspace_or_lib)
-        return lib, Path(workspace_or_lib)
-    workspace = getattr(workspace_or_lib, "workspace", None)
-    if workspace is None:
-        raise TypeError("train() needs a workspace path or a library with a .workspace attribute")
-    return workspace_or_lib, Path(workspace)
+        return ExperienceLibrary(workspace_or_lib), Path(workspace_or_lib)
+    return workspace_or_lib, Path(workspace_or_lib.workspace)
 
 
-def _unfinished_run(workspace: Path, lib: Any, method: str) -> Path | None:
+def _unfinished_run(workspace: Path, lib: Library, method: str) -> Path | None:
     registered = {v.id for v in lib.list_model_versions()}
     runs = sorted((workspace / "runs").glob(f"train-v*-{method}"))
     for run in reversed(runs):
@@ -120,8 +107,62 @@ def _summarise(log_history: list[dict], n_rows: int, seconds: float) -> dict[str
     return metrics
 
 
+@dataclass
+class _Run:
+    """Where a training run lives and what it trains on (fresh, or read back from an unfinished run)."""
+
+    version_id: str
+    run_dir: Path
+    parent: ModelVersion
+    env: str | None
+    dataset: Any = None  # None until built (a fresh run) or loaded (a resumed one)
+
+
+def _find_run(lib: Library, workspace: Path, method: str, env: str | None, resume: bool) -> _Run:
+    if not resume:
+        version_id = registry.next_version_id(lib, method)
+        return _Run(version_id, workspace / "runs" / f"train-{version_id}", lib.serving_version(), env)
+    run_dir = _unfinished_run(workspace, lib, method)
+    if run_dir is None:
+        raise FileNotFoundError(
+            f"no unfinished `{method}` run with a checkpoint under {workspace / 'runs'}: start one without --resume"
+        )
+    from datasets import load_from_disk
+
+    meta = json.loads((run_dir / "meta.json").read_text())
+    parent = lib.get_model_version(meta["parent"]) if meta["parent"] else lib.serving_version()
+    return _Run(meta["version_id"], run_dir, parent, meta.get("env", env), load_from_disk(str(run_dir / "dataset")))
+
+
+def _build_run_dataset(run: _Run, lib: Library, m: TrainingMethod, config: Any, steps: int,
+                       overrides: dict[str, Any] | None) -> None:
+    """A fresh run: select from memory, then keep the exact dataset and meta.json beside the checkpoints."""
+    run.dataset = build_dataset(m, lib.episodes(env=run.env), run.env, config)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    run.dataset.save_to_disk(str(run.run_dir / "dataset"))
+    meta = {"version_id": run.version_id, "parent": run.parent.id, "method": m.name, "env": run.env, "steps": steps,
+            "overrides": overrides or {}, "started_at": time.time()}
+    (run.run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def _load_model(run: _Run, m: TrainingMethod, config: Any) -> tuple[Any, Any, str]:
+    """(model, tokenizer, base model spec): the parent's base, with the parent's adapter if the method continues it."""
+    from .models import load_model_and_tokenizer
+
+    base_model = run.parent.base_model if run.parent.base_model else config.base_model
+    if config.base_model != "default":
+        base_model = config.base_model
+    model, tokenizer = load_model_and_tokenizer(base_model)
+    if m.continue_adapter and run.parent.adapter_path and config.use_lora:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, run.parent.adapter_path, is_trainable=True)
+    model.train()
+    return model, tokenizer, base_model
+
+
 def train(
-    workspace_or_lib: Any,
+    workspace_or_lib: str | Path | Library,
     method: str,
     steps: int = 10,
     env: str | None = None,
@@ -130,56 +171,21 @@ def train(
     resume: bool = False,
     gpu: bool = False,
 ) -> ModelVersion:
-    """Train ``method`` for ``steps`` optimizer steps on memory's episodes; register and return the candidate."""
-    if method not in METHODS:
-        raise ValueError(f"unknown training method {method!r}; choose one of {', '.join(METHODS)}")
+    """Train ``method`` for ``steps`` optimizer steps on memory's episodes (of env spec ``env``, or all);
+    register and return the candidate."""
+    m = get_training_method(method)
     if steps <= 0:
         raise ValueError(f"steps must be > 0 (got {steps})")
-    from datasets import load_from_disk
-    from peft import PeftModel
-
-    from .models import load_model_and_tokenizer
-
     lib, workspace = _open_library(workspace_or_lib)
-    run_dir = _unfinished_run(workspace, lib, method) if resume else None
-    if resume and run_dir is None:
-        raise FileNotFoundError(
-            f"no unfinished `{method}` run with a checkpoint under {workspace / 'runs'}: start one without --resume"
-        )
-    if run_dir is not None:
-        meta = json.loads((run_dir / "meta.json").read_text())
-        version_id, dataset = meta["version_id"], load_from_disk(str(run_dir / "dataset"))
-        parent = lib.get_model_version(meta["parent"]) if meta["parent"] else lib.serving_version()
-        env = meta.get("env", env)
-    else:
-        parent, dataset = lib.serving_version(), None
-        version_id = registry.next_version_id(lib, method)
-        run_dir = workspace / "runs" / f"train-{version_id}"
-
-    config = config_for(method, output_dir=str(run_dir), gpu=gpu, max_steps=steps, env=env, **(overrides or {}))
-    if dataset is None:  # a fresh run: select from memory, then keep the exact dataset beside the checkpoints
-        dataset = build_dataset(method, lib.episodes(env=env), env, reformat=getattr(config, "reformat_answers", False))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dataset.save_to_disk(str(run_dir / "dataset"))
-        meta = {"version_id": version_id, "parent": parent.id, "method": method, "env": env, "steps": steps,
-                "overrides": overrides or {}, "started_at": time.time()}
-        (run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
-
-    base_model = parent.base_model if parent.base_model else config.base_model
-    if config.base_model != "default":
-        base_model = config.base_model
-    continue_adapter = method != "sft" and parent.adapter_path and config.use_lora
-    model, tokenizer = load_model_and_tokenizer(base_model)
-    if continue_adapter:
-        model = PeftModel.from_pretrained(model, parent.adapter_path, is_trainable=True)
-    model.train()
-
-    module = importlib.import_module(_MODULES[method])
-    callbacks = [ProgressCallback(progress)] if progress else []
-    trainer = module.build_trainer(model, tokenizer, dataset, config, callbacks=callbacks)
+    run = _find_run(lib, workspace, method, env, resume)
+    config = config_for(method, output_dir=str(run.run_dir), gpu=gpu, max_steps=steps, env=run.env, **(overrides or {}))
+    if run.dataset is None:
+        _build_run_dataset(run, lib, m, config, steps, overrides)
+    model, tokenizer, base_model = _load_model(run, m, config)
+    trainer = m.build_trainer(model, tokenizer, run.dataset, config, callbacks=[ProgressCallback(progress)] if progress else [])
     t0 = time.time()
     trainer.train(resume_from_checkpoint=True if resume else None)
-    metrics = _summarise(trainer.state.log_history, len(dataset), time.time() - t0)
+    metrics = _summarise(trainer.state.log_history, len(run.dataset), time.time() - t0)
     metrics["steps"] = trainer.state.global_step
 
     def save(path: Path) -> None:
@@ -187,7 +193,7 @@ def train(
         tokenizer.save_pretrained(str(path))
 
     return registry.register_candidate(
-        lib, workspace, version_id, save, parent=parent.id, method=method, base_model=base_model,
-        episode_ids=D.episode_ids(dataset), metrics=metrics,
-        note=f"trained {trainer.state.global_step} steps on {len(dataset)} rows" + (f" of {env}" if env else ""),
+        lib, workspace, run.version_id, save, parent=run.parent.id, method=method, base_model=base_model,
+        episode_ids=D.episode_ids(run.dataset), metrics=metrics,
+        note=f"trained {trainer.state.global_step} steps on {len(run.dataset)} rows" + (f" of {run.env}" if run.env else ""),
     )

@@ -6,13 +6,15 @@
 Results (per-task outcomes and 95% Wilson intervals) are stored on the version, so evaluating the same
 version on the same tasks again reuses them (``--fresh`` re-runs). ``--against`` compares two versions on
 the *same* tasks (paired) with the gate of :mod:`trainer.gate`; ``--apply`` promotes or rejects the
-candidate accordingly and stores the decision where ``selfevolve models list`` shows it.
+candidate accordingly and stores the decision where ``selfevolve models list`` shows it. Evaluation
+episodes are not recorded (see :mod:`agent.cycle`, which this command only drives and prints).
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -33,36 +35,8 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(eval_cmd)
 
 
-def _evaluate_version(library, version, env, n, seed, attempts, max_tokens, model, fresh, quiet):
-    from agent.evaluate import eval_key, evaluate, store_result, stored_outcomes
-    from agent.serving import serving_policy
-
-    mv = library.get_model_version(version) if version else library.serving_version()
-    key = eval_key(env.spec, n, seed, attempts)
-    cached = None if fresh else stored_outcomes(library, mv.id, key)
-    if cached is not None:
-        entry = mv.metrics["eval"][key]
-        console.print(f"[dim]{mv.id}: reusing stored evaluation ({key})[/]")
-        return mv.id, cached, entry
-    policy = serving_policy(model, library, mv.id)
-    progress = Progress(TextColumn(f"[bold]eval {mv.id}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=console, transient=quiet)
-
-    async def main():
-        try:
-            with progress:
-                bar = progress.add_task("eval", total=n)
-                return await evaluate(policy, env, n, seed=seed, max_attempts=attempts, max_tokens=max_tokens,
-                                      library=library, on_episode=lambda e, err: progress.advance(bar))
-        finally:
-            await policy.aclose()
-
-    result = asyncio.run(main())
-    if result.errors:
-        fail(f"{len(result.errors)} evaluation episode(s) failed (not the model's fault): {result.errors[0]}", code=1)
-    store_result(library, mv.id, result)
-    outcomes = {t: (f, g) for t, f, g in zip(result.task_ids, result.first, result.final, strict=True)}
-    return mv.id, outcomes, result.summary()
+class _EpisodesFailed(RuntimeError):
+    """An evaluation episode failed with an error: nothing is stored or gated on a partial evaluation."""
 
 
 def eval_cmd(
@@ -82,6 +56,7 @@ def eval_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """First-try and final accuracy on held-out tasks with 95% CIs; optionally gate against another version."""
+    from agent.cycle import GateRule, HeldOut
     from agent.serving import open_library
     from environments import get_environment
 
@@ -93,43 +68,74 @@ def eval_cmd(
         environment = get_environment(env)
     except (KeyError, ValueError) as e:
         fail(str(e).strip("'\""))
+    held = HeldOut.each([environment], n, seed=seed, max_attempts=max_attempts, max_tokens=max_tokens)
     library = open_library(resolve_workspace(workspace))
     try:
-        try:
-            vid, outcomes, summary = _evaluate_version(library, version, environment, n, seed, max_attempts, max_tokens, base_model, fresh, as_json)
-        except (KeyError, ValueError, FileNotFoundError) as e:
-            fail(str(e).strip("'\""))
-        result = {"version": vid, **{k: v for k, v in summary.items() if k != "outcomes"}}
-        if against:
-            from trainer.gate import TaskOutcome, evaluate_gate
-            from trainer.registry import apply_gate
-
-            other = None if against == "serving" else against
-            try:
-                oid, other_outcomes, other_summary = _evaluate_version(library, other, environment, n, seed, max_attempts, max_tokens, base_model, fresh, as_json)
-            except (KeyError, ValueError, FileNotFoundError) as e:
-                fail(str(e).strip("'\""))
-            if oid == vid:
-                fail(f"--model and --against are the same version ({vid})")
-            decision = evaluate_gate(
-                {t: TaskOutcome(bool(a), bool(b)) for t, (a, b) in outcomes.items()},
-                {t: TaskOutcome(bool(a), bool(b)) for t, (a, b) in other_outcomes.items()},
-                candidate_id=vid, current_id=oid, primary=primary, margin=margin,  # type: ignore[arg-type]
-            )
-            result["against"] = {"version": oid, **{k: v for k, v in other_summary.items() if k != "outcomes"}}
-            result["gate"] = decision.model_dump()
-            if apply:
-                mv = library.get_model_version(vid)
-                library.add_model_version(mv.model_copy(update={"metrics": {**mv.metrics, "gate": decision.model_dump()}}))
-                apply_gate(library, vid, decision)
-                result["status"] = library.get_model_version(vid).status
+        result = _run(library, held, version, against, GateRule(primary=primary, margin=margin),  # type: ignore[arg-type]
+                      apply=apply, base_model=base_model, fresh=fresh, quiet=as_json)
     finally:
         library.close()
-
     if as_json:
         print_json(result)
-        return
-    table = Table(title=f"held-out evaluation — {environment.spec}")
+    else:
+        _print(result, environment.spec)
+
+
+def _run(library, held, version: str | None, against: str | None, rule, *, apply: bool, base_model: str, fresh: bool,
+         quiet: bool) -> dict[str, Any]:
+    """Evaluate ``version`` (and gate it against ``against``) through the cycle; the JSON result."""
+    from agent.cycle import gate
+
+    evaluate_one = _evaluator(library, held, base_model, fresh, quiet)
+    try:
+        vid = library.get_model_version(version).id if version else library.serving_version().id
+        if against is None:
+            return _row(asyncio.run(evaluate_one(vid)))
+        outcome = asyncio.run(gate(library, vid, evaluate_one, against=None if against == "serving" else against,
+                                   rule=rule, apply=apply))
+    except _EpisodesFailed as e:
+        fail(str(e), code=1)
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        fail(str(e).strip("'\""))
+    result = {**_row(outcome.candidate), "against": _row(outcome.current), "gate": outcome.decision.model_dump()}
+    if outcome.applied:
+        result["status"] = library.get_model_version(vid).status
+    return result
+
+
+def _evaluator(library, held, base_model: str, fresh: bool, quiet: bool):
+    """``evaluate_one(version_id)`` for the gate: reuse a stored evaluation or run one with a progress bar."""
+    from agent.cycle import evaluate_or_reuse, stored_evaluation
+    from agent.evaluate import eval_key
+    from agent.serving import serving_policy
+
+    [(env, n)] = held.counts
+
+    async def evaluate_one(version_id: str):
+        stored = None if fresh else stored_evaluation(library, version_id, held)
+        if stored is not None:
+            console.print(f"[dim]{version_id}: reusing stored evaluation ({eval_key(env.spec, n, held.seed, held.max_attempts)})[/]")
+            return stored
+        progress = Progress(TextColumn(f"[bold]eval {version_id}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), console=console, transient=quiet)
+        with progress:
+            bar = progress.add_task("eval", total=n)
+            ev = await evaluate_or_reuse(library, version_id, held, lambda v: serving_policy(base_model, library, v),
+                                         fresh=True, on_episode=lambda e, err: progress.advance(bar))
+        if ev.errors:
+            raise _EpisodesFailed(f"{len(ev.errors)} evaluation episode(s) failed (not the model's fault): {ev.errors[0]}")
+        return ev
+
+    return evaluate_one
+
+
+def _row(evaluation) -> dict[str, Any]:
+    [res] = evaluation.results.values()
+    return {**res.summary(), "version": evaluation.version}
+
+
+def _print(result: dict[str, Any], env_spec: str) -> None:
+    table = Table(title=f"held-out evaluation — {env_spec}")
     for col in ("version", "n", "first-try accuracy (95% CI)", "final accuracy (95% CI)"):
         table.add_column(col)
     for row in [result, result.get("against")]:

@@ -60,49 +60,19 @@ def run_cmd(
     as_json: bool = JsonOption,
 ) -> None:
     """Run episodes (solve → critique → verify → reflect → retry) and record them in the experience library."""
-    from agent.graph import EpisodeConfig, GraphDeps
-    from agent.serving import open_library, serving_policy
-    from environments import get_environment
-    from memory.records import Run
-
     if split not in ("train", "eval"):
         fail(f"--split must be train or eval, got {split!r}")
-    try:
-        environment = get_environment(env)
-    except (KeyError, ValueError) as e:
-        fail(str(e).strip("'\""))
-    try:
-        config = EpisodeConfig(
-            max_attempts=max_attempts, critique=critique, retrieval=retrieval, k=k,
-            temperature=temperature, solve_tokens=max_tokens,
-        )
-    except ValueError as e:
-        fail(str(e))
-    from agent.feedback import make_feedback_source
-
-    try:
-        feedback_source = make_feedback_source(feedback, environment)
-    except ValueError as e:
-        fail(str(e))
+    environment, config, feedback_source = _setup(env, feedback, max_attempts=max_attempts, critique=critique,
+                                                  retrieval=retrieval, k=k, temperature=temperature, solve_tokens=max_tokens)
     seed = random.randrange(1_000_000) if seed is None else seed
     tasks = environment.sample(episodes, split=split, seed=seed)  # type: ignore[arg-type]
     ws = resolve_workspace(workspace)
-    library = open_library(ws)
-    try:
-        with console.status(f"loading model {model}..."):
-            try:
-                policy = serving_policy(model, library, version)
-            except (ValueError, FileNotFoundError, KeyError, ConnectionError) as e:
-                fail(str(e).strip("'\""))
-        run = Run(kind="run", env=environment.spec, model_version=policy.version,
-                  config={"model": model, "seed": seed, "split": split, "feedback": feedback, **config.model_dump()})
-        library.start_run(run)
-        summary = _run_with_progress(tasks, GraphDeps(policy, environment, config, library, feedback_source), concurrency, run.id, seed if reproducible else None, as_json)
-        library.finish_run(run.id, summary.to_dict())
-    finally:
-        library.close()
-
-    result = {"run_id": run.id, "env": environment.spec, "model_version": policy.version, "seed": seed, "workspace": str(ws), **summary.to_dict()}
+    run_config = {"model": model, "seed": seed, "split": split, "feedback": feedback, **config.model_dump()}
+    purpose = "eval" if split == "eval" else "train"  # held-out tasks run on purpose are a measurement
+    run_id, version_id, summary = _record_run(ws, model, version, tasks, environment, config, feedback_source,
+                                              run_config, concurrency, seed if reproducible else None, as_json, purpose)
+    result = {"run_id": run_id, "env": environment.spec, "model_version": version_id, "seed": seed, "workspace": str(ws),
+              **summary.to_dict()}
     result.pop("episode_ids")
     if as_json:
         print_json(result)
@@ -113,7 +83,51 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-def _run_with_progress(tasks, deps, concurrency, run_id, seed, quiet):
+def _setup(env_spec: str, feedback: str, **episode: object):
+    """(environment, episode config, feedback source) from the options, or a one-line error naming the fix."""
+    from agent.feedback import make_feedback_source
+    from agent.graph import EpisodeConfig
+    from environments import get_environment
+
+    try:
+        environment = get_environment(env_spec)
+    except (KeyError, ValueError) as e:
+        fail(str(e).strip("'\""))
+    try:
+        config = EpisodeConfig(**episode)  # type: ignore[arg-type]
+    except ValueError as e:
+        fail(str(e))
+    try:
+        return environment, config, make_feedback_source(feedback, environment)
+    except ValueError as e:
+        fail(str(e))
+
+
+def _record_run(ws, model, version, tasks, environment, config, feedback_source, run_config, concurrency, seed, quiet,
+                purpose):
+    """Run the episodes under a ``Run`` record in the workspace's library; (run id, served version, summary)."""
+    from agent.graph import GraphDeps
+    from agent.serving import open_library, serving_policy
+    from memory.records import Run
+
+    library = open_library(ws)
+    try:
+        with console.status(f"loading model {model}..."):
+            try:
+                policy = serving_policy(model, library, version)
+            except (ValueError, FileNotFoundError, KeyError, ConnectionError) as e:
+                fail(str(e).strip("'\""))
+        run = Run(kind="run", env=environment.spec, model_version=policy.version, config=run_config)
+        library.start_run(run)
+        deps = GraphDeps(policy, environment, config, library, feedback_source)
+        summary = _run_with_progress(tasks, deps, concurrency, run.id, seed, quiet, purpose)
+        library.finish_run(run.id, summary.to_dict())
+    finally:
+        library.close()
+    return run.id, policy.version, summary
+
+
+def _run_with_progress(tasks, deps, concurrency, run_id, seed, quiet, purpose="train"):
     from agent.runner import run_episodes
 
     progress = Progress(
@@ -134,7 +148,8 @@ def _run_with_progress(tasks, deps, concurrency, run_id, seed, quiet):
 
         async def main():
             try:
-                return await run_episodes(tasks, deps, concurrency=concurrency, run_id=run_id, seed=seed, on_episode=on_episode)
+                return await run_episodes(tasks, deps, concurrency=concurrency, run_id=run_id, seed=seed, on_episode=on_episode,
+                                          purpose=purpose)
             finally:
                 await deps.policy.aclose()
 

@@ -40,7 +40,8 @@ def _library(workspace: Path | None):
 
 
 def train_command(
-    method: str = typer.Option("grpo-reflection", "--method", "-m", help="grpo-reflection | grpo | sft | dpo"),
+    method: str = typer.Option("grpo-reflection", "--method", "-m",
+                               help="grpo-reflection | grpo | sft | dpo, or a method a plug-in registers (trainer.methods)."),
     steps: int = typer.Option(10, "--steps", "-n", help="Optimizer steps."),
     env: str | None = typer.Option(None, "--env", "-e", help="Train on this environment's episodes only."),
     workspace: Path | None = WorkspaceOption,
@@ -49,11 +50,11 @@ def train_command(
     as_json: bool = JsonOption,
 ) -> None:
     """Fine-tune on the experience library and register the result as a candidate model version."""
-    from trainer.config import METHODS
+    from trainer.methods import method_names
     from trainer.train import NotEnoughDataError, train
 
-    if method not in METHODS:
-        fail(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if method not in method_names():
+        fail(f"unknown method {method!r}; choose one of {', '.join(method_names())}")
     overrides = {}
     for item in set_:
         key, sep, value = item.partition("=")

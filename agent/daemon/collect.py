@@ -5,8 +5,9 @@ Design decisions
   run's episodes in SQLite *is* the progress: a restart after kill -9 collects only the rest.
 - Chunks of ``collect_chunk`` episodes; a stop request or a budget is checked between chunks. The seed
   of a chunk is derived from (config seed, cycle, episodes done, errors so far), so runs are repeatable.
-- A chunk in which every episode failed with an error (not a wrong answer) is an infrastructure fault
-  and raises; failed episodes are not recorded, so later chunks make up the count.
+- Each chunk is :func:`agent.cycle.collect` (the one collection the experiments use too). A chunk in
+  which every episode failed with an error (not a wrong answer) is an infrastructure fault and raises;
+  failed episodes are not recorded, so later chunks make up the count.
 - Monitors (B-STaR) sample ``k`` answers for a few of the cycle's tasks after collection; their
   numbers go to the state, the log and TensorBoard, never into training.
 
@@ -15,13 +16,17 @@ Used as a mixin of :class:`agent.daemon.loop.Daemon`; run with ``selfevolve daem
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.daemon import curriculum, monitors
 from agent.daemon.config import DaemonConfig
+
+if TYPE_CHECKING:
+    from agent.policy.base import Policy
+    from environments import Environment, Task
+    from memory.protocol import Library
 
 
 class CollectPhase:
@@ -29,12 +34,12 @@ class CollectPhase:
 
     cfg: DaemonConfig
     state: dict[str, Any]
-    envs: dict[str, Any]
+    envs: dict[str, Environment]
     weights: dict[str, float]
-    lib: Any
-    policy: Any
+    lib: Library
+    policy: Policy
 
-    def plan_tasks(self, n: int, seed: int) -> dict[str, list[Any]]:
+    def plan_tasks(self, n: int, seed: int) -> dict[str, list[Task]]:
         c = self.cfg.curriculum
         specs = list(self.envs)
         if not c.enabled:
@@ -53,9 +58,7 @@ class CollectPhase:
 
     async def collect(self, cur: dict[str, Any]) -> bool:
         """Collect the cycle's episodes in chunks; False if stopped before the cycle had them all."""
-        from agent.feedback import make_feedback_source
-        from agent.graph import GraphDeps
-        from agent.runner import run_episodes
+        from agent.cycle import CollectionError, collect
 
         run_id, target = cur["run_id"], self.cfg.episodes_per_cycle
         errors = 0
@@ -69,22 +72,19 @@ class CollectPhase:
                 return False
             n = min(self.cfg.collect_chunk, target - done)
             seed = self.cfg.seed * 1_000_003 + cur["cycle"] * 10_007 + done + errors
-            plan = self.plan_tasks(n, seed)
+            plan = [(self.envs[spec], tasks) for spec, tasks in self.plan_tasks(n, seed).items()]
             t0 = time.time()
-            jobs = []
-            for spec, tasks in plan.items():
-                env = self.envs[spec]
-                deps = GraphDeps(self.policy, env, self.cfg.episode, self.lib, make_feedback_source(self.cfg.feedback, env))
-                jobs.append(run_episodes(tasks, deps, concurrency=self.cfg.concurrency, run_id=run_id, seed=seed,
-                                         metadata={"purpose": "daemon", "cycle": cur["cycle"]}))
-            results = await asyncio.gather(*jobs)
+            try:
+                _, summary = await collect(self.policy, plan, self.cfg.episode, library=self.lib, feedback=self.cfg.feedback,
+                                           run_id=run_id, seed=seed, concurrency=self.cfg.concurrency,
+                                           metadata={"origin": "daemon", "cycle": cur["cycle"]})
+            except CollectionError as e:
+                self.event("episode_errors", count=len(e.errors), first=e.errors[0].error)
+                raise
             self.state["totals"]["collect_seconds"] += time.time() - t0
-            failed = [e for _, s in results for e in s.errors]
-            if failed:
-                errors += len(failed)
-                self.event("episode_errors", count=len(failed), first=failed[0].error)
-                if sum(s.episodes for _, s in results) == 0:
-                    raise RuntimeError(f"every episode of a chunk failed (not the model's fault): {failed[0].error}")
+            if summary.errors:
+                errors += len(summary.errors)
+                self.event("episode_errors", count=len(summary.errors), first=summary.errors[0].error)
             self.save()
         self.state["totals"]["episodes_before_cycle"] = self.state["totals"]["episodes"]
         eps = self.lib.episodes(run_id=run_id)

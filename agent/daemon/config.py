@@ -61,12 +61,21 @@ class CurriculumConfig(_Section):
 
 class TrainingConfig(_Section):
     enabled: bool = True
-    method: Literal["grpo-reflection", "grpo", "sft", "dpo"] = "grpo-reflection"
+    method: str = Field(default="grpo-reflection", description="A registered training method (trainer.methods).")
     steps: int = Field(default=4, ge=1, description="Optimizer steps per training.")
     min_new_failures: int = Field(default=8, ge=1, description="Failed first attempts since the last training needed to train.")
     env: str | None = Field(default=None, description="Train on one env spec's episodes only (default: all).")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Trainer config overrides (trainer/config.py fields).")
     trainer: str | None = Field(default=None, description="python:<module>:<factory> replacing trainer.train.train (tests).")
+
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from trainer.methods import method_names  # names only: imports no TRL
+
+        if v not in method_names():
+            raise ValueError(f"unknown training method {v!r}; choose one of {', '.join(method_names())}")
+        return v
 
 
 class GateConfig(_Section):

@@ -15,7 +15,11 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from environments import Task
+    from memory.records import Episode
 
 Level = tuple[str, float]
 
@@ -30,7 +34,7 @@ class LevelStats:
         return self.successes / self.n if self.n else 0.0
 
 
-def level_stats(episodes: Iterable[Any]) -> dict[Level, LevelStats]:
+def level_stats(episodes: Iterable[Episode]) -> dict[Level, LevelStats]:
     """First-try successes and counts per (env, difficulty) of train-split episodes."""
     counts: dict[Level, list[int]] = {}
     for ep in episodes:
@@ -86,8 +90,8 @@ def allocate(n: int, weights: dict[str, float]) -> dict[str, int]:
     return counts
 
 
-def pick_tasks(candidates: Sequence[Any], n: int, weight_of: dict[float, float], default: float,
-               rng: random.Random) -> list[Any]:
+def pick_tasks(candidates: Sequence[Task], n: int, weight_of: dict[float, float], default: float,
+               rng: random.Random) -> list[Task]:
     """Draw ``n`` distinct candidates without replacement, each with probability ∝ its level's weight.
 
     Efraimidis–Spirakis keys ``u ** (1 / w)``: the ``n`` largest form a weighted sample.

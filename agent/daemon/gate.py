@@ -1,13 +1,15 @@
 """The gate phase: score candidate and serving version on held-out tasks, then promote, keep or roll back.
 
 Design decisions
-- Both versions are scored on the same held-out tasks with the same policy object (adapters swapped
-  with ``set_adapter``), greedy, without memory hints, and the eval episodes are not recorded (held-out
-  answers must never become training data or hints). The decision is :func:`trainer.gate.evaluate_gate`
-  on paired per-task outcomes.
+- The phase is :func:`agent.cycle.gate` (the one cycle the CLI and the experiments use too): both
+  versions scored on the same held-out tasks (:meth:`GatePhase.held_out`, ``gate.eval_size`` split
+  across the environments) with the same policy object (adapters swapped with ``set_adapter``), greedy,
+  without memory hints; the eval episodes are not recorded. The decision is
+  :func:`trainer.gate.evaluate_gate` on paired per-task outcomes (unpaired tasks left out) and is kept on
+  the candidate (``metrics["gate"]``).
 - Each gate appends to ``training_history`` (train reward, held-out accuracy, KL, self-reward); the SRT
-  tripwires read it. A trip rejects the candidate, rolls back while the serving version is one promoted in the window, and
-  halts training for good (``training_halted``).
+  tripwires read it and veto the promotion. A trip rejects the candidate, rolls back while the serving
+  version is one promoted in the window, and halts training for good (``training_halted``).
 - Restart in ``gate``: if the candidate's status is no longer ``candidate`` the gate was applied before
   the crash, and only the serving adapter is restored.
 
@@ -17,83 +19,79 @@ Used as a mixin of :class:`agent.daemon.loop.Daemon`; run with ``selfevolve daem
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent.daemon import curriculum, tripwires
+from agent.cycle import Evaluation, GateRule, HeldOut, evaluate_version
+from agent.cycle import gate as run_gate
+from agent.daemon import tripwires
 from agent.daemon.config import DaemonConfig
+
+if TYPE_CHECKING:
+    from agent.policy.base import Policy
+    from environments import Environment
+    from memory.protocol import Library
 
 
 class GatePhase:
-    """``evaluate_version`` and ``gate`` (mixin of ``Daemon``)."""
+    """``held_out``, ``held_out_evaluation`` and ``gate`` (mixin of ``Daemon``)."""
 
     cfg: DaemonConfig
     state: dict[str, Any]
-    envs: dict[str, Any]
-    lib: Any
-    policy: Any
+    envs: dict[str, Environment]
+    lib: Library
+    policy: Policy
 
-    async def evaluate_version(self, version_id: str) -> tuple[dict[str, Any], dict[str, float]]:
-        from agent.evaluate import evaluate
-        from trainer.gate import TaskOutcome
-
+    def held_out(self) -> HeldOut:
         g = self.cfg.gate
+        return HeldOut.shared(self.envs.values(), g.eval_size, seed=g.eval_seed, max_attempts=g.max_attempts,
+                              max_tokens=g.max_tokens, concurrency=self.cfg.concurrency)
+
+    async def held_out_evaluation(self, version_id: str) -> Evaluation:
+        """Serve ``version_id`` on the daemon's policy and score it on the gate's held-out tasks."""
         self.serve(version_id)
-        per_env = curriculum.allocate(g.eval_size, dict.fromkeys(self.envs, 1.0))
-        outcomes: dict[str, Any] = {}
-        for spec, n in per_env.items():
-            if not n:
-                continue
-            res = await evaluate(self.policy, self.envs[spec], n, seed=g.eval_seed, max_attempts=g.max_attempts,
-                                 max_tokens=g.max_tokens, concurrency=self.cfg.concurrency, library=None)
-            for tid, first, final in zip(res.task_ids, res.first, res.final, strict=True):
-                outcomes.setdefault(tid, TaskOutcome(bool(first), bool(final)))
-        n = len(outcomes) or 1
-        acc = {"first": sum(o.first for o in outcomes.values()) / n, "final": sum(o.final for o in outcomes.values()) / n,
-               "n": len(outcomes)}
-        return outcomes, acc
+        return await evaluate_version(self.policy, self.held_out())
+
+    def _tripwire(self, cur: dict[str, Any], candidate: Evaluation) -> str | None:
+        """Append this training to ``training_history``; the tripwire's reason if the history trips one."""
+        g, w = self.cfg.gate, self.cfg.tripwires
+        metrics = (cur["record"].get("training") or {}).get("metrics") or self.lib.get_model_version(candidate.version).metrics
+        hist = self.state["training_history"]
+        hist.append({"cycle": cur["cycle"], "version": candidate.version,
+                     "train_reward": _metric(metrics, ("reward_mean", "retry_success_rate_mean", "rewards/accuracies_mean")),
+                     "heldout_accuracy": candidate.accuracy()[g.primary], "kl": _metric(metrics, ("kl_mean", "kl_last", "kl")),
+                     "self_reward": (cur["record"].get("collected") or {}).get("self_reward")})
+        if not w.enabled:
+            return None
+        return tripwires.check(hist, window=w.window, min_reward_rise=w.min_reward_rise,
+                               min_accuracy_drop=w.min_accuracy_drop, kl_factor=w.kl_factor, kl_min=w.kl_min)
 
     async def gate(self, cur: dict[str, Any]) -> None:
         from trainer import registry
-        from trainer.gate import evaluate_gate
 
         cand = self.lib.get_model_version(cur["candidate"])
         if cand.status != "candidate":  # the gate was applied before a crash
             self.serve(self.lib.serving_version().id)
             return
-        current = self.lib.serving_version()
-        t0 = time.time()
-        cand_out, cand_acc = await self.evaluate_version(cand.id)
-        curr_out, curr_acc = await self.evaluate_version(current.id)
-        g = self.cfg.gate
-        decision = evaluate_gate(cand_out, curr_out, candidate_id=cand.id, current_id=current.id, primary=g.primary,
-                                 margin=g.margin, drop_unpaired=True)
-        for vid, acc in ((cand.id, cand_acc), (current.id, curr_acc)):
+        t0, g = time.time(), self.cfg.gate
+        outcome = await run_gate(self.lib, cand.id, self.held_out_evaluation, veto=lambda ev: self._tripwire(cur, ev),
+                                 rule=GateRule(primary=g.primary, margin=g.margin, drop_unpaired=True))
+        decision, trip = outcome.decision, outcome.veto
+        accuracy = {ev.version: ev.accuracy() for ev in (outcome.candidate, outcome.current)}
+        for vid, acc in accuracy.items():
             self.state["accuracy_by_version"][vid] = {**acc, "cycle": cur["cycle"]}
             self.scalar(f"eval/{vid}/{g.primary}", acc[g.primary], cur["cycle"])
-        metrics = (cur["record"].get("training") or {}).get("metrics") or cand.metrics
-        hist = self.state["training_history"]
-        hist.append({"cycle": cur["cycle"], "version": cand.id,
-                     "train_reward": _metric(metrics, ("reward_mean", "retry_success_rate_mean", "rewards/accuracies_mean")),
-                     "heldout_accuracy": cand_acc[g.primary], "kl": _metric(metrics, ("kl_mean", "kl_last", "kl")),
-                     "self_reward": (cur["record"].get("collected") or {}).get("self_reward")})
-        w = self.cfg.tripwires
-        trip = tripwires.check(hist, window=w.window, min_reward_rise=w.min_reward_rise,
-                               min_accuracy_drop=w.min_accuracy_drop, kl_factor=w.kl_factor, kl_min=w.kl_min) if w.enabled else None
         if trip:
-            self.lib.set_model_status(cand.id, "rejected", note=f"tripwire: {trip}")
-            window_ids = {h["version"] for h in hist[-w.window:]}
+            window_ids = {h["version"] for h in self.state["training_history"][-self.cfg.tripwires.window:]}
             rolled = []
             while (sv := self.lib.serving_version()).status == "promoted" and sv.id in window_ids:
                 rolled.append(sv.id)
                 registry.rollback(self.lib)
             self.state["training_halted"] = trip
             self.event("tripwire", cycle=cur["cycle"], reason=trip, rolled_back=rolled)
-        else:
-            registry.apply_gate(self.lib, cand.id, decision)
         self.serve(self.lib.serving_version().id)
-        gate_record = {"candidate": cand.id, "current": current.id, "promote": bool(decision.promote and not trip),
-                       "reason": decision.reason, "tripwire": trip, "candidate_accuracy": cand_acc,
-                       "current_accuracy": curr_acc, "decision": decision.model_dump(mode="json"),
+        gate_record = {"candidate": cand.id, "current": outcome.current.version, "promote": outcome.promoted,
+                       "reason": decision.reason, "tripwire": trip, "candidate_accuracy": accuracy[cand.id],
+                       "current_accuracy": accuracy[outcome.current.version], "decision": decision.model_dump(mode="json"),
                        "seconds": round(time.time() - t0, 1), "at": time.time()}
         cur["record"]["gate"] = gate_record
         self.state["last_gate"] = gate_record

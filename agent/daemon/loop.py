@@ -27,8 +27,9 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.daemon import control
 from agent.daemon.collect import CollectPhase
@@ -36,6 +37,12 @@ from agent.daemon.config import DaemonConfig, load_plugin
 from agent.daemon.gate import GatePhase
 from agent.daemon.state import Bookkeeping, new_state
 from agent.daemon.training import StopTraining, TrainPhase
+
+if TYPE_CHECKING:
+    from agent.policy.base import Policy
+    from environments import Environment
+    from memory.protocol import Library
+    from memory.records import ModelVersion
 
 __all__ = ["Daemon", "StopTraining", "new_state", "run_daemon"]
 
@@ -45,12 +52,12 @@ log = logging.getLogger(__name__)
 class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
     """One daemon process on one workspace: ``await Daemon(ws, cfg).run()`` (``run_daemon`` adds the lock)."""
 
-    def __init__(self, workspace: str | Path, config: DaemonConfig, *, train_fn: Any = None) -> None:
+    def __init__(self, workspace: str | Path, config: DaemonConfig, *, train_fn: Callable[..., ModelVersion] | None = None) -> None:
         from environments import get_environment
 
         self.workspace = Path(workspace)
         self.cfg = config
-        self.envs = {}  # canonical spec -> Environment
+        self.envs: dict[str, Environment] = {}  # canonical spec -> Environment
         self.weights = {}  # canonical spec -> weight
         for entry in config.environments:
             env = get_environment(entry.spec)
@@ -58,8 +65,8 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
             self.weights[env.spec] = entry.weight
         self.train_fn = train_fn
         self.stopping: str | None = None
-        self.lib: Any = None
-        self.policy: Any = None
+        self.lib: Library = None  # type: ignore[assignment]  # set by open()
+        self.policy: Policy = None  # type: ignore[assignment]  # set by open()
         self.writer: Any = None
         self.state: dict[str, Any] = new_state()
         self._session_start = time.time()
@@ -124,7 +131,7 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
         if repaired:
             self.event("index_repaired", episodes=repaired)
 
-    def load_policy(self, version: str | None = None) -> Any:
+    def load_policy(self, version: str | None = None) -> Policy:
         # Every model spec form, python:<module>:<factory> plug-ins included, goes through load_policy.
         from agent.serving import serving_policy
 

@@ -14,7 +14,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from memory.records import Episode
 
 
 def _norm(text: str | None) -> str:
@@ -52,7 +55,7 @@ def pass_at_k(correct_per_task: Sequence[Sequence[bool]]) -> float:
     return sum(any(c) for c in correct_per_task) / len(correct_per_task)
 
 
-def critique_agreement(episodes: Iterable[Any]) -> float | None:
+def critique_agreement(episodes: Iterable[Episode]) -> float | None:
     """Share of attempts whose self-critique verdict equals the verifier's (None if no critiques).
 
     Uses the hidden ground truth when the reward came from a self-reward source.

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.daemon import control
 from agent.daemon.config import DaemonConfig
+
+if TYPE_CHECKING:
+    from agent.policy.base import Policy
+    from memory.protocol import Library
 
 STATE_VERSION = 1
 HISTORY = 50
@@ -42,8 +46,8 @@ class Bookkeeping:
     workspace: Path
     cfg: DaemonConfig
     state: dict[str, Any]
-    lib: Any
-    policy: Any
+    lib: Library
+    policy: Policy
     writer: Any
     _session_start: float
     _wall_base: float

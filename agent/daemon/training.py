@@ -9,21 +9,26 @@ Design decisions
   without a checkpoint it trains afresh).
 - Stop: the trainer's progress callback raises :class:`StopTraining` at a step boundary; TRL's
   checkpoints let the next start resume.
-- The trainer is ``training.trainer`` (a ``python:`` plugin) if set, else the ``train_fn`` given to the
-  daemon (tests), else :func:`trainer.train.train`.
+- Training is :func:`agent.cycle.train_candidate` with ``training.trainer`` (a ``python:`` plugin) if
+  set, else the ``train_fn`` given to the daemon (tests), else :func:`trainer.train.train`.
 
 Used as a mixin of :class:`agent.daemon.loop.Daemon`; run with ``selfevolve daemon``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.daemon import control
 from agent.daemon.config import DaemonConfig, load_plugin
+
+if TYPE_CHECKING:
+    from environments import Environment
+    from memory.protocol import Library
+    from memory.records import ModelVersion
 
 
 class StopTraining(Exception):
@@ -36,9 +41,9 @@ class TrainPhase:
     workspace: Path
     cfg: DaemonConfig
     state: dict[str, Any]
-    envs: dict[str, Any]
-    lib: Any
-    train_fn: Any
+    envs: dict[str, Environment]
+    lib: Library
+    train_fn: Callable[..., ModelVersion] | None
     stopping: str | None
 
     def training_blocker(self) -> str | None:
@@ -60,14 +65,14 @@ class TrainPhase:
             return f"{new} new failed first attempts since the last training (< {t.min_new_failures})"
         return None
 
-    def _registered_since(self, t0: float) -> Any:
+    def _registered_since(self, t0: float) -> ModelVersion | None:
         for v in reversed(self.lib.list_model_versions()):
             if v.status == "candidate" and v.created_at >= t0:
                 return v
         return None
 
     async def maybe_train(self, cur: dict[str, Any]) -> str | None:
-        from trainer.train import NotEnoughDataError
+        from agent.cycle import Skipped, train_candidate
 
         t = self.cfg.training
         resuming = cur.get("train_started_at") is not None
@@ -84,33 +89,33 @@ class TrainPhase:
                 return None
             cur["train_started_at"] = time.time()
             self.save()
-        train = load_plugin(t.trainer) if t.trainer else (self.train_fn or _default_train)
 
         def progress(step: int, total: int, logs: dict[str, float]) -> None:
             if self.stopping or control.stop_requested(self.workspace):
                 raise StopTraining(f"stopped at step {step}/{total}")
 
-        kwargs = dict(steps=t.steps, env=t.env, overrides=t.overrides or None, progress=progress)
+        kwargs = dict(steps=t.steps, env=t.env, overrides=t.overrides or None, progress=progress,
+                      train_fn=load_plugin(t.trainer) if t.trainer else self.train_fn)
         self.event("training_started", cycle=cur["cycle"], method=t.method, steps=t.steps, resume=resuming)
         try:
             try:
-                mv = await asyncio.to_thread(train, self.lib, t.method, resume=resuming, **kwargs)
-            except FileNotFoundError:
+                result = await train_candidate(self.lib, t.method, resume=resuming, **kwargs)
+            except FileNotFoundError:  # no checkpoint to resume from: train afresh
                 if not resuming:
                     raise
-                mv = await asyncio.to_thread(train, self.lib, t.method, resume=False, **kwargs)
+                result = await train_candidate(self.lib, t.method, resume=False, **kwargs)
         except StopTraining as e:
             self.request_stop(self.stopping or "stop requested")
             self.event("training_interrupted", cycle=cur["cycle"], detail=str(e))
             return None
-        except NotEnoughDataError as e:
-            cur["record"]["training"] = {"skipped": str(e)}
+        if isinstance(result, Skipped):
+            cur["record"]["training"] = {"skipped": result.reason}
             cur["train_started_at"] = None
-            self.event("training_skipped", cycle=cur["cycle"], reason=str(e))
+            self.event("training_skipped", cycle=cur["cycle"], reason=result.reason)
             return None
-        return self._after_training(cur, mv)
+        return self._after_training(cur, result)
 
-    def _after_training(self, cur: dict[str, Any], mv: Any) -> str:
+    def _after_training(self, cur: dict[str, Any], mv: ModelVersion) -> str:
         steps = int(mv.metrics.get("steps", self.cfg.training.steps))
         self.state["totals"]["training_steps"] += steps
         self.state["totals"]["trainings"] += 1
@@ -122,10 +127,3 @@ class TrainPhase:
             self.scalar(f"train/{key.removeprefix('train/')}", value, cur["cycle"])
         self.event("trained", cycle=cur["cycle"], version=mv.id, steps=steps)
         return mv.id
-
-
-
-def _default_train(lib: Any, method: str, **kwargs: Any) -> Any:
-    from trainer.train import train
-
-    return train(lib, method, **kwargs)

@@ -2,7 +2,7 @@
 
 Design:
 - Weights load through :mod:`trainer.models` (local disk only, left padding, pad = eos for SmolLM2,
-  torch threads = cores or ``$SELFEVOLVE_THREADS``). Chats are rendered with ``chat_prompt`` so the
+  torch threads = cores or ``$SELFEVOLVE_THREADS``). Chats are rendered with :func:`agent.policy.chat.chat_prompt` so the
   template never injects a default system prompt.
 - Concurrent ``generate`` calls go through a :class:`~agent.policy.batcher.MicroBatcher`: requests with
   the same SamplingParams and model version become one left-padded batch with an attention mask.
@@ -146,7 +146,7 @@ class TransformersPolicy(Policy):
         """One padded ``model.generate`` over ``chats`` (blocking; runs on the worker thread)."""
         import torch
 
-        from trainer.models import chat_prompt
+        from agent.policy.chat import chat_prompt
 
         params = key.params
         tok = self.tokenizer

@@ -104,7 +104,7 @@ class VLLMPolicy(Policy):
         return await loop.run_in_executor(self._executor, self._generate_sync, chats, key)
 
     def _generate_sync(self, chats: list[Chat], key: _Key) -> list[Completion]:
-        from trainer.models import chat_prompt
+        from agent.policy.chat import chat_prompt
 
         p = key.params
         copies = p.n if p.greedy else 1  # older vLLM refuses n > 1 with greedy: sample once, copy

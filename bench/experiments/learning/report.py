@@ -1,29 +1,16 @@
-"""bench.learning's report (pure): markdown table, "What did not improve" text, exact McNemar test, plots, cost, doc.
+"""The learning experiment's report (pure): markdown table, "What did not improve" text, exact McNemar test, plots, cost, doc.
 
-Everything here is computed from the results file alone (``bench.learning_results``), so ``--report-only``
+Everything here is computed from the results file alone (:mod:`bench.experiments.learning.results`), so ``--report-only``
 re-renders ``docs/learning.md`` and its plots without the model.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from bench.learning_results import DEFAULT_ENVS, FULL, METHODS, series, totals
-
-
-def mcnemar_p(new: list[int], old: list[int]) -> tuple[int, int, float]:
-    """Paired outcomes → (tasks only ``new`` solved, tasks only ``old`` solved, one-sided exact p that new > old).
-
-    >>> mcnemar_p([1, 1, 1, 0], [0, 0, 0, 0])
-    (3, 0, 0.125)
-    """
-    wins = sum(a and not b for a, b in zip(new, old, strict=True))
-    losses = sum(b and not a for a, b in zip(new, old, strict=True))
-    n = wins + losses
-    p = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n if n else 1.0
-    return wins, losses, p
+from bench.experiments.common import mcnemar_p
+from bench.experiments.learning.results import DEFAULT_ENVS, FULL, METHODS, series, totals
 
 
 def verdicts(results: dict[str, Any], alpha: float = 0.05) -> list[dict[str, Any]]:
@@ -166,7 +153,7 @@ How to run (the model directory must already be on disk: nothing is downloaded a
 
 ```bash
 pip install -e '.[vllm]'     # the GPU extra
-python -m bench.learning --model hf:/models/Qwen2.5-1.5B-Instruct --gpu \\
+python -m bench.experiments.learning --model hf:/models/Qwen2.5-1.5B-Instruct --gpu \\
     --envs countdown,function_calling --rounds 10 --episodes-per-round 256 --steps-per-round 50 \\
     --eval-n 500 --max-tokens 512 --budget-minutes 240 --workspace runs/learning-1.5b
 ```
@@ -187,7 +174,7 @@ def render_doc(results: dict[str, Any], command: str, plots: list[Path], *, mach
               "works end to end; the CIs are too wide to conclude anything. The full run has not been executed.\n\n"
               if smoke else "")
     imgs = "\n".join(f"![{p.stem}](img/{p.name})" for p in plots)
-    return f"""# Self-improvement proof (`bench/learning.py`)
+    return f"""# Self-improvement proof (`bench/experiments/learning`)
 
 {banner}Does training on its own experience make the embedded model better on held-out tasks, per unit of
 compute? Each method starts from a fresh workspace and the same base model `{s['model']}`; each round

@@ -1,4 +1,4 @@
-"""bench.learning's settings presets and results file (pure): load/resume, atomic save, rounds, cumulative compute, series.
+"""The learning experiment's settings presets and results file (pure): load/resume, rounds, cumulative compute, series.
 
 The file is ``<workspace>/results.json``: ``{"settings", "base": {env: eval}, "methods": {method: {"rounds": [...]}}}``.
 Resume refuses a file made with other measurement settings (``MEASUREMENT_KEYS``).
@@ -7,11 +7,13 @@ Resume refuses a file made with other measurement settings (``MEASUREMENT_KEYS``
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-METHODS = ("grpo-reflection", "grpo", "sft", "memory")
+# "memory" is retrieval only (no weight update); every other name is a training method (trainer.methods).
+MEMORY = "memory"
+# What the experiment runs by default (any registered training method may be named with --methods).
+METHODS = ("grpo-reflection", "grpo", "sft", MEMORY)
 # The target first; lenient `arithmetic` reads the same tasks' answers without the format, so it separates
 # "learned the answer format" from "learned to add"; countdown is the forgetting check.
 DEFAULT_ENVS = ("arithmetic:answer_format=strict", "countdown", "arithmetic")
@@ -42,13 +44,6 @@ def load_results(path: Path, settings: dict[str, Any], resume: bool) -> dict[str
     results["settings"] = {**results.get("settings", {}), **settings}
     return results
 
-
-
-def save_results(path: Path, results: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, path)
 
 
 def rounds_of(results: dict[str, Any], method: str) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """Throughput of the full episode graph vs raw batched ``model.generate`` and vs the graph run sequentially.
 
-    python -m bench.loop                      # embedded model, 32 arithmetic episodes, writes docs/benchmarks.md
-    python -m bench.loop --episodes 16 --sequential 4 --no-write
+    python -m bench.micro.loop                      # embedded model, 32 arithmetic episodes, writes docs/benchmarks.md
+    python -m bench.micro.loop --episodes 16 --sequential 4 --no-write
 
 What is compared, in one process and one run (alternating repeats, this box is shared and noisy):
 - **graph**: ``run_episodes`` with ``concurrency = episodes`` — every node's calls go through the
@@ -25,9 +25,9 @@ import torch
 
 from agent.graph import EpisodeConfig, GraphDeps
 from agent.policy import load_policy
+from agent.policy.chat import chat_prompt
 from agent.runner import run_episodes
 from environments import get_environment
-from trainer.models import chat_prompt
 
 
 def raw_generate(model, tokenizer, chats, max_new_tokens: int, eos_ids: set[int]) -> int:
@@ -67,18 +67,8 @@ def replay_raw(policy, episodes, config: EpisodeConfig, max_batch: int) -> tuple
     return tokens, time.perf_counter() - start
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--env", default="arithmetic")
-    ap.add_argument("--episodes", type=int, default=32)
-    ap.add_argument("--sequential", type=int, default=6, help="Episodes for the sequential run.")
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--max-batch", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--no-write", action="store_true")
-    args = ap.parse_args()
-
+def measure(args: argparse.Namespace) -> dict:
+    """Alternating repeats of (graph at full concurrency, raw replay of its prompts), then the sequential run."""
     env = get_environment(args.env)
     tasks = env.sample(args.episodes, seed=0)
     policy = load_policy(args.model)
@@ -102,21 +92,24 @@ def main() -> None:
         print(f"repeat {r}: graph {graph_tokens} tok in {summary.seconds:.1f}s ({graph_tps[-1]:.1f} tok/s), "
               f"raw {raw_tokens} tok in {raw_seconds:.1f}s ({raw_tps[-1]:.1f} tok/s)", flush=True)
     _, seq = loop.run_until_complete(graph_run(tasks[: args.sequential], 1))
-    seq_eps = seq.episodes / seq.seconds
     loop.run_until_complete(policy.aclose())
+    return {"g_tps": statistics.median(graph_tps), "r_tps": statistics.median(raw_tps),
+            "g_eps": statistics.median(graph_eps), "seq_eps": seq.episodes / seq.seconds,
+            "seq_tps": seq.completion_tokens / seq.seconds}
 
-    g_tps, r_tps, g_eps = statistics.median(graph_tps), statistics.median(raw_tps), statistics.median(graph_eps)
-    ratio, speedup = g_tps / r_tps, g_eps / seq_eps
-    body = f"""## Episode graph throughput (`bench/loop.py`)
+
+def render(args: argparse.Namespace, m: dict) -> str:
+    ratio, speedup = m["g_tps"] / m["r_tps"], m["g_eps"] / m["seq_eps"]
+    return f"""## Episode graph throughput (`bench/micro/loop.py`)
 
 {args.episodes} `{args.env}` episodes (solve → critique → verify → reflect → retry, max 2 attempts), model
 `{args.model}`, greedy, ≤{args.max_tokens} new tokens per solve/reflect, 32 per critique. Median of {args.repeats} alternating repeats.
 
 | run | episodes/s | completion tokens/s | ratio | target |
 |---|---|---|---|---|
-| raw batched `model.generate`, same prompts by phase | — | {r_tps:.1f} | 1.00 | |
-| episode graph, concurrency {args.episodes} (micro-batched) | {g_eps:.2f} | {g_tps:.1f} | **{ratio:.2f}× raw** | ≥ 0.9× {"✅" if ratio >= 0.9 else "❌"} |
-| episode graph, sequential ({args.sequential} episodes) | {seq_eps:.3f} | {seq.completion_tokens / seq.seconds:.1f} | **{speedup:.1f}× faster concurrent** | ≥ 5× {"✅" if speedup >= 5 else "❌"} |
+| raw batched `model.generate`, same prompts by phase | — | {m["r_tps"]:.1f} | 1.00 | |
+| episode graph, concurrency {args.episodes} (micro-batched) | {m["g_eps"]:.2f} | {m["g_tps"]:.1f} | **{ratio:.2f}× raw** | ≥ 0.9× {"✅" if ratio >= 0.9 else "❌"} |
+| episode graph, sequential ({args.sequential} episodes) | {m["seq_eps"]:.3f} | {m["seq_tps"]:.1f} | **{speedup:.1f}× faster concurrent** | ≥ 5× {"✅" if speedup >= 5 else "❌"} |
 
 The sequential ratio cannot exceed what batching buys raw `model.generate` on the machine: on these
 2 CPU cores a 135M model in fp32 is compute-bound, and raw batched decoding is only ≈2–3× faster than
@@ -124,11 +117,25 @@ batch 1 (see the generate section: 23 → 68 tok/s from batch 1 to 32), and a st
 longest member stops. The graph itself adds no measurable overhead over raw (first row vs second). The
 ≥5× target needs hardware where batching is nearly free (a GPU; none was lent for this measurement).
 """
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--env", default="arithmetic")
+    ap.add_argument("--episodes", type=int, default=32)
+    ap.add_argument("--sequential", type=int, default=6, help="Episodes for the sequential run.")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    body = render(args, measure(args))
     print(body)
     if not args.no_write:
         from bench._report import write_section
 
-        cmd = "python -m bench.loop " + " ".join(
+        cmd = "python -m bench.micro.loop " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "no_write"
         )
         print("wrote", write_section("loop", body, cmd))

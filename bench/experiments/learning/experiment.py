@@ -1,8 +1,8 @@
 """Does the agent improve itself? Accuracy of every trained version vs the compute spent, per method.
 
-    python -m bench.learning --quick                 # smoke check: 1 round per method, tiny numbers (minutes)
-    python -m bench.learning                         # the experiment (≤ 2 CPU-hours on 2 cores; see docs/learning.md)
-    python -m bench.learning --methods grpo-reflection,memory --rounds 2 --resume
+    python -m bench.experiments.learning --quick     # smoke check: 1 round per method, tiny numbers (minutes)
+    python -m bench.experiments.learning             # the experiment (≤ 2 CPU-hours on 2 cores; see docs/learning.md)
+    python -m bench.experiments.learning --methods grpo-reflection,memory --rounds 2 --resume
 
 Design decisions
 - One fresh workspace per method (``<workspace>/<method>/``: its own experience library and registry),
@@ -14,7 +14,8 @@ Design decisions
   on from its adapter (``trainer.train`` continues the served parent's adapter; SFT restarts from the base).
 - ``memory`` is retrieval only: no weight updates; collection and evaluation run with memory hints on
   (the k most similar past *train-split* successes). Held-out eval episodes are never recorded, so no
-  eval answer becomes a hint. Every other method is evaluated without hints, as ``agent.evaluate`` does.
+  eval answer becomes a hint. Every other method is evaluated without hints, as the cycle does.
+- Collection, training, promotion and evaluation are :mod:`agent.cycle`'s (the daemon's and the CLI's).
 - Every version is evaluated on the SAME held-out tasks of every env (``unique_eval_tasks``), greedy,
   max 2 attempts: first-try and final accuracy with 95% Wilson CIs and the per-task outcomes, so two
   versions are paired task by task. The base is evaluated once and shared (an empty memory gives no hints).
@@ -29,9 +30,9 @@ Design decisions
   (``--report-only``), including the "What did not improve" section, computed from the numbers with an
   exact one-sided McNemar test on the paired outcomes.
 
-Layout: this module runs the experiment (rounds, CLI, ``main``); the presets and results file (load/resume/save)
-are in ``bench.learning_results``, the tables, verdict text, statistics and plots in ``bench.learning_report``
-(both re-exported here).
+Layout: this module runs the experiment (rounds, CLI, ``main``); the presets and results file (load/resume)
+are in :mod:`bench.experiments.learning.results`, the tables, verdict text, statistics and plots in
+:mod:`bench.experiments.learning.report`.
 """
 
 from __future__ import annotations
@@ -45,49 +46,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.learning_report import (  # noqa: F401 - re-exported: bench.self_reward imports mcnemar_p from here
-    cost_estimate,
-    did_not_improve_text,
-    mcnemar_p,
-    render_doc,
-    table,
-    verdicts,
-    write_plots,
-)
-from bench.learning_results import (  # noqa: F401 - re-exported
+from bench.experiments.common import generation_overrides, save_results
+from bench.experiments.learning.report import cost_estimate, render_doc, table, write_plots
+from bench.experiments.learning.results import (
     DEFAULT_ENVS,
     DEFAULT_TRAIN_ENV,
     FULL,
+    MEMORY,
     METHODS,
     QUICK,
     add_round,
     load_results,
-    new_results,
     round_done,
-    save_results,
-    series,
     totals,
 )
+from trainer.methods import method_names
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "learning.md"
 SEED = 0
 EVAL_SEED = 1234
 
 
 # --------------------------------------------------------------------------- running (needs the model)
-async def evaluate_version(policy, env, n: int, max_tokens: int, library=None, on_episode=None):
-    """``agent.evaluate.evaluate`` with retrieval from ``library`` on (memory method) and nothing recorded."""
-    from agent.evaluate import evaluate
-    from agent.runner import eval_config
-
-    config = None
-    if library is not None:
-        config = eval_config(max_attempts=2, max_tokens=max_tokens).model_copy(update={"retrieval": True, "record": False})
-    return await evaluate(policy, env, n, seed=EVAL_SEED, max_attempts=2, max_tokens=max_tokens, concurrency=32,
-                          library=library, on_episode=on_episode, config=config)
-
-
 def _eval_record(res) -> dict[str, Any]:
     return {**res.summary(), "first": res.first, "final": res.final, "task_ids": res.task_ids}
 
@@ -107,14 +88,17 @@ class Harness:
     def tick(self, *_: Any) -> None:
         self.progress.advance(self.bar)
 
-    async def eval_all(self, policy, library=None) -> dict[str, Any]:
+    async def eval_all(self, policy, hints=None) -> dict[str, Any]:
+        """Every eval env, one at a time (a progress line each); ``hints``: the memory method's library."""
+        from agent.cycle import HeldOut, evaluate_version
+
         out = {}
         for spec, env in self.envs.items():
             self.say(f"eval {policy.version} on {spec}", total=self.args.eval_n)
-            res = await evaluate_version(policy, env, self.args.eval_n, self.args.max_tokens, library, self.tick)
-            if res.errors and len(res.errors) == len(res.first):
-                raise RuntimeError(f"every eval episode failed (a bug, not the model): {res.errors[0]}")
-            out[spec] = _eval_record(res)
+            held = HeldOut.each([env], self.args.eval_n, seed=EVAL_SEED, max_attempts=2,
+                                max_tokens=self.args.max_tokens, concurrency=32)
+            ev = await evaluate_version(policy, held, hints=hints, on_episode=self.tick)
+            out[spec] = _eval_record(ev.results[env.spec])
         return out
 
     async def base(self) -> None:
@@ -156,11 +140,9 @@ class Harness:
             lib.close()
 
     async def one_round(self, method: str, r: int, lib, policy) -> dict[str, Any]:
-        from agent.graph import EpisodeConfig, GraphDeps
-        from agent.runner import run_episodes
+        from agent.cycle import collect
+        from agent.graph import EpisodeConfig
         from memory.records import Run
-        from trainer import registry
-        from trainer.train import NotEnoughDataError, train
 
         spec, a = self.args.train_env, self.args
         run_id = f"round-{r}"
@@ -168,50 +150,47 @@ class Harness:
             lib.get_run(run_id)
         except KeyError:
             lib.start_run(Run(id=run_id, kind="run", env=spec, model_version=policy.version, config={"round": r}))
-        memory = method == "memory"
+        memory = method == MEMORY
         cfg = EpisodeConfig(max_attempts=2, critique=False, retrieval=memory, temperature=0.7,
                             solve_tokens=a.max_tokens, reflect_tokens=a.max_tokens)
         have = lib.count(run_id=run_id)
         need = a.episodes_per_round - have
         self.say(f"{method} r{r}: collect {need} on {spec} ({policy.version})", total=need)
         t0 = time.perf_counter()
-        tokens = 0
         if need > 0:
             tasks = self.train_env.sample(need, "train", seed=SEED * 1_000_003 + r * 10_007 + have)
-            _, summary = await run_episodes(tasks, GraphDeps(policy, self.train_env, cfg, lib), concurrency=16,
-                                            run_id=run_id, metadata={"purpose": "learning", "round": r},
-                                            on_episode=self.tick)
-            if summary.errors and summary.episodes == 0:
-                raise RuntimeError(f"every collection episode failed (a bug, not the model): {summary.errors[0].error}")
+            await collect(policy, [(self.train_env, tasks)], cfg, library=lib, run_id=run_id, concurrency=16,
+                          metadata={"origin": "learning", "round": r}, on_episode=self.tick)
         eps = lib.episodes(run_id=run_id)
         tokens = sum(e.tokens for e in eps)
-        collect = {"episodes": len(eps), "seconds": time.perf_counter() - t0, "tokens": tokens,
-                   "first_try_accuracy": sum(e.first_success for e in eps) / max(len(eps), 1),
-                   "final_accuracy": sum(e.success for e in eps) / max(len(eps), 1)}
+        collected = {"episodes": len(eps), "seconds": time.perf_counter() - t0, "tokens": tokens,
+                     "first_try_accuracy": sum(e.first_success for e in eps) / max(len(eps), 1),
+                     "final_accuracy": sum(e.success for e in eps) / max(len(eps), 1)}
         train_rec: dict[str, Any] = {"steps": 0, "seconds": 0.0}
         version = policy.version
         if not memory:
-            self.say(f"{method} r{r}: train {a.steps_per_round} step(s)", total=a.steps_per_round)
-            t1 = time.perf_counter()
-            try:
-                mv = await asyncio.to_thread(
-                    train, lib, method, steps=a.steps_per_round, env=spec, overrides=self.overrides(method),
-                    progress=lambda step, total, logs: self.progress.update(self.bar, completed=step, total=total),
-                    gpu=a.gpu,
-                )
-            except NotEnoughDataError as e:
-                train_rec.update(skipped=str(e), seconds=time.perf_counter() - t1)
-            else:
-                registry.promote(lib, mv.id, note=f"bench.learning round {r}")
-                await asyncio.to_thread(policy.set_adapter, mv.id, mv.adapter_path)
-                version = mv.id
-                train_rec = {"steps": int(mv.metrics.get("steps", a.steps_per_round)),
-                             "seconds": time.perf_counter() - t1,
-                             "metrics": {k: v for k, v in mv.metrics.items() if isinstance(v, int | float)}}
-        lib.finish_run(run_id, {"collect": collect})
+            version, train_rec = await self.train_round(method, r, lib, policy)
+        lib.finish_run(run_id, {"collect": collected})
         evals = await self.eval_all(policy, lib if memory else None)
-        return {"round": r, "version": version if not memory else f"memory-r{r}", "collect": collect,
+        return {"round": r, "version": version if not memory else f"memory-r{r}", "collect": collected,
                 "train": train_rec, "evals": evals}
+
+    async def train_round(self, method: str, r: int, lib, policy) -> tuple[str, dict[str, Any]]:
+        """Train the round's steps and promote the result unconditionally; (served version, train record)."""
+        from agent.cycle import Skipped, promote, train_candidate
+
+        a = self.args
+        self.say(f"{method} r{r}: train {a.steps_per_round} step(s)", total=a.steps_per_round)
+        t1 = time.perf_counter()
+        result = await train_candidate(
+            lib, method, steps=a.steps_per_round, env=a.train_env, overrides=self.overrides(method), gpu=a.gpu,
+            progress=lambda step, total, logs: self.progress.update(self.bar, completed=step, total=total),
+        )
+        if isinstance(result, Skipped):
+            return policy.version, {"steps": 0, "seconds": time.perf_counter() - t1, "skipped": result.reason}
+        await promote(lib, policy, result.id, note=f"bench.experiments.learning round {r}")
+        return result.id, {"steps": int(result.metrics.get("steps", a.steps_per_round)), "seconds": time.perf_counter() - t1,
+                           "metrics": {k: v for k, v in result.metrics.items() if isinstance(v, int | float)}}
 
     def overrides(self, method: str) -> dict[str, Any]:
         from agent.policy.base import parse_model_spec
@@ -219,8 +198,8 @@ class Harness:
         o: dict[str, Any] = {"report_to": [], "save_steps": 1000}
         if self.args.model != "default":
             o["base_model"] = parse_model_spec(self.args.model).path
-        if method.startswith("grpo") and not self.args.gpu:
-            o.update(max_completion_length=self.args.max_tokens, retry_max_new_tokens=self.args.max_tokens)
+        if not self.args.gpu:
+            o.update(generation_overrides(method, self.args.max_tokens))
         return {**o, **json.loads(self.args.train_overrides or "{}")}
 
 
@@ -253,9 +232,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = [m for m in args.methods if m not in METHODS]
+    known = [*method_names(), MEMORY]
+    bad = [m for m in args.methods if m not in known]
     if bad:
-        ap.error(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(METHODS)}")
+        ap.error(f"unknown method(s) {', '.join(bad)}; choose from {', '.join(known)}")
     args.envs = [e.strip() for e in args.envs.split(",") if e.strip()]
     return args
 
@@ -301,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
         print("wrote", write_report(args, results, results["settings"].get("command", "?"), results.get("wall_seconds")))
         return
     results = load_results(path, settings_of(args), resume=args.resume)
-    command = "python -m bench.learning " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m bench.experiments.learning " + " ".join(sys.argv[1:] if argv is None else argv)
     results["settings"]["command"] = command
     if args.workspace.exists() and not args.resume and any(args.workspace.iterdir()):
         raise SystemExit(f"{args.workspace} is not empty: pass --resume to continue it, or another --workspace")

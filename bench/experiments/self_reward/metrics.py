@@ -1,4 +1,4 @@
-"""Pure statistics of ``bench.self_reward``: gap metrics from episodes, policy-version series, collapse detection.
+"""Pure statistics of the self-reward experiment: gap metrics from episodes, policy-version series, collapse detection.
 
 No model, no I/O: everything here works on ``memory.records.Episode`` objects or on the results dict.
 """

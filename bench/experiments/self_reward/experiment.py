@@ -1,8 +1,8 @@
 """Self-reward vs ground truth on the embedded model, and self-reward vs verifier training at equal compute.
 
-    python -m bench.self_reward --quick                      # smoke check (minutes)
-    python -m bench.self_reward                              # defaults: 32 episodes, 2 rounds, 4 steps, eval 32
-    python -m bench.self_reward --episodes 16 --rounds 2 --steps 2 --eval-n 16 --max-tokens 48
+    python -m bench.experiments.self_reward --quick          # smoke check (minutes)
+    python -m bench.experiments.self_reward                  # defaults: 32 episodes, 2 rounds, 4 steps, eval 32
+    python -m bench.experiments.self_reward --episodes 16 --rounds 2 --steps 2 --eval-n 16 --max-tokens 48
 
 (a) Generation–verification gap. N episodes of ``arithmetic`` (lenient, the 135M model's boundary band)
     with each feedback source in {verifier, majority, critique}, and N of ``open_ended`` with {rubric}
@@ -37,46 +37,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.experiments.common import generation_overrides, save_results
+from bench.experiments.self_reward.metrics import gap_metrics, judged_pairs
+from bench.experiments.self_reward.progress import make_progress
+from bench.experiments.self_reward.report import gap_table, train_table, write_report
+from bench.experiments.self_reward.settings import (
+    ARITH,
+    EVAL_SEED,
+    FULL,
+    GAP_SOURCES,
+    OPEN,
+    QUICK,
+    SEED,
+    TEMPERATURE,
+    TRAIN_SOURCES,
+)
+from trainer.gate import wilson
+
+ROOT = Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "self_reward_results.md"
-ARITH = "arithmetic"  # lenient: ~46% base first-try; strict is ~0% at 135M (all-zero rewards)
-OPEN = "open_ended"
-GAP_SOURCES = (("verifier", ARITH), ("majority", ARITH), ("critique", ARITH), ("rubric", OPEN))
-TRAIN_SOURCES = ("verifier", "majority")
-FULL = dict(episodes=32, rounds=2, steps=4, eval_n=32, max_tokens=48)
-QUICK = dict(episodes=8, rounds=1, steps=1, eval_n=8, max_tokens=48)
-SEED = 0
-EVAL_SEED = 1234
-TEMPERATURE = 0.7
-
-
-# --------------------------------------------------------------------------- statistics and rendering (pure)
-# Re-exported: the experiment below and tests import them from here.
-from bench.learning import save_results  # noqa: E402  (atomic results.json write, shared with bench.learning)
-from bench.self_reward_metrics import (  # noqa: E402
-    _rate,
-    collapse_points,
-    gap_metrics,
-    judged_pairs,
-    version_series,
-    wilson,
-)
-from bench.self_reward_progress import make_progress  # noqa: E402
-from bench.self_reward_report import (  # noqa: E402
-    _collapse_detail,
-    findings,
-    gap_table,
-    render_doc,
-    train_table,
-    write_plot,
-    write_report,
-)
-
-__all__ = [  # what tests and callers import from here, whichever module defines it
-    "FULL", "QUICK", "Harness", "_collapse_detail", "_rate", "collapse_points", "findings", "gap_metrics", "gap_table",
-    "judged_pairs", "main", "parse_args", "render_doc", "save_results", "train_table", "version_series", "wilson",
-    "write_plot", "write_report",
-]
 
 
 # --------------------------------------------------------------------------- running (needs the model)
@@ -108,25 +87,19 @@ class Harness:
         return self.envs[env_spec].sample(self.args.episodes, "train", seed=SEED * 1_000_003 + r * 10_007)
 
     async def collect(self, source: str, env_spec: str, policy, lib, r: int) -> tuple[list[Any], float]:
-        from agent.feedback import make_feedback_source
-        from agent.graph import GraphDeps
-        from agent.runner import run_episodes
+        from agent.cycle import collect
         from memory.records import Run
 
         env = self.envs[env_spec]
         run_id = f"round-{r}"
         lib.start_run(Run(id=run_id, kind="run", env=env_spec, model_version=policy.version,
                           config={"round": r, "feedback": source}))
-        fb = make_feedback_source(source, env)
         self.say(f"{source} r{r}: collect {self.args.episodes} on {env_spec} ({policy.version})", total=self.args.episodes)
         t0 = time.perf_counter()
-        episodes, summary = await run_episodes(self.tasks(env_spec, r), GraphDeps(policy, env, self.config(), lib, fb),
-                                               concurrency=16, run_id=run_id,
-                                               metadata={"purpose": "self_reward_bench", "round": r},
-                                               on_episode=self.tick)
+        episodes, summary = await collect(policy, [(env, self.tasks(env_spec, r))], self.config(), library=lib,
+                                          feedback=source, run_id=run_id, concurrency=16, on_episode=self.tick,
+                                          metadata={"origin": "self_reward_bench", "round": r})
         seconds = time.perf_counter() - t0
-        if summary.errors and not episodes:
-            raise RuntimeError(f"every {source} episode failed (a bug, not the model): {summary.errors[0].error}")
         lib.finish_run(run_id, {"episodes": len(episodes), "errors": len(summary.errors)})
         return episodes, seconds
 
@@ -152,14 +125,13 @@ class Harness:
                 "true_success": m["truth"]["p"] or 0.0, "unreliable": m["unreliable"]}
 
     async def evaluate(self, policy) -> dict[str, Any]:
-        from agent.evaluate import evaluate
+        from agent.cycle import HeldOut, evaluate_version
 
         n = self.args.eval_n
         self.say(f"eval {policy.version} on {ARITH}", total=n)
-        res = await evaluate(policy, self.envs[ARITH], n, seed=EVAL_SEED, max_attempts=1,
-                             max_tokens=self.args.max_tokens, concurrency=32, on_episode=self.tick)
-        if res.errors and len(res.errors) == len(res.first):
-            raise RuntimeError(f"every eval episode failed (a bug, not the model): {res.errors[0]}")
+        held = HeldOut.each([self.envs[ARITH]], n, seed=EVAL_SEED, max_attempts=1, max_tokens=self.args.max_tokens,
+                            concurrency=32)
+        res = (await evaluate_version(policy, held, on_episode=self.tick)).results[ARITH]
         k = sum(res.first)
         lo, hi = wilson(k, len(res.first))
         return {"acc": res.first_try_accuracy, "k": k, "n": len(res.first), "lo": lo, "hi": hi,
@@ -167,45 +139,44 @@ class Harness:
 
     async def train_source(self, source: str, lib) -> None:
         from agent.serving import serving_policy
-        from trainer import registry
-        from trainer.train import NotEnoughDataError, train
 
         a = self.args
         policy = serving_policy(a.model, lib)
         try:
             for r in range(1, a.rounds + 1):
                 if r == 1 and source in self.results.get("_r1", {}):
-                    collect = self.results["_r1"][source]
+                    collected = self.results["_r1"][source]
                 else:
                     episodes, seconds = await self.collect(source, ARITH, policy, lib, r)
-                    collect = self.collect_record(episodes, source, seconds)
-                self.say(f"{source} r{r}: train {a.method} {a.steps} step(s)", total=a.steps)
-                t1 = time.perf_counter()
-                overrides: dict[str, Any] = {"report_to": [], "save_steps": 1000}
-                if a.method.startswith("grpo"):
-                    overrides.update(max_completion_length=a.max_tokens)
-                try:
-                    mv = await asyncio.to_thread(
-                        train, lib, a.method, steps=a.steps, env=ARITH, overrides=overrides,
-                        progress=lambda step, total, logs: self.progress.update(self.bar, completed=step, total=total))
-                except NotEnoughDataError as e:
-                    tr = {"skipped": str(e), "seconds": time.perf_counter() - t1, "steps": 0}
-                    self.print(f"{source} r{r}: training skipped — {e}")
-                else:
-                    registry.promote(lib, mv.id, note=f"bench.self_reward round {r}")
-                    await asyncio.to_thread(policy.set_adapter, mv.id, mv.adapter_path)
-                    tr = {"seconds": time.perf_counter() - t1, "steps": int(mv.metrics.get("steps", a.steps)),
-                          "rows": int(mv.metrics.get("train_rows", 0)),
-                          "loss": mv.metrics.get("train_loss")}
+                    collected = self.collect_record(episodes, source, seconds)
+                tr = await self.train_round(source, r, lib, policy)
                 ev = await self.evaluate(policy)
-                rec = {"round": r, "version": policy.version, "collect": collect, "train": tr, "eval": ev}
+                rec = {"round": r, "version": policy.version, "collect": collected, "train": tr, "eval": ev}
                 self.results["train"][source]["rounds"].append(rec)
                 save_results(self.path, self.results)
-                self.print(f"{source} round {r}: {policy.version} | pseudo {collect['mean_self_reward']:.2f} "
-                           f"(true {collect['true_success']:.0%}) | held-out {ev['acc']:.0%} | "
-                           f"collect {collect['seconds']:.0f}s train {tr['seconds']:.0f}s eval {ev['seconds']:.0f}s")
+                self.print(f"{source} round {r}: {policy.version} | pseudo {collected['mean_self_reward']:.2f} "
+                           f"(true {collected['true_success']:.0%}) | held-out {ev['acc']:.0%} | "
+                           f"collect {collected['seconds']:.0f}s train {tr['seconds']:.0f}s eval {ev['seconds']:.0f}s")
         finally:
             await policy.aclose()
+
+    async def train_round(self, source: str, r: int, lib, policy) -> dict[str, Any]:
+        """Train the round's steps on this source's library and promote the result unconditionally."""
+        from agent.cycle import Skipped, promote, train_candidate
+
+        a = self.args
+        self.say(f"{source} r{r}: train {a.method} {a.steps} step(s)", total=a.steps)
+        t1 = time.perf_counter()
+        overrides: dict[str, Any] = {"report_to": [], "save_steps": 1000, **generation_overrides(a.method, a.max_tokens)}
+        result = await train_candidate(
+            lib, a.method, steps=a.steps, env=ARITH, overrides=overrides,
+            progress=lambda step, total, logs: self.progress.update(self.bar, completed=step, total=total))
+        if isinstance(result, Skipped):
+            self.print(f"{source} r{r}: training skipped — {result.reason}")
+            return {"skipped": result.reason, "seconds": time.perf_counter() - t1, "steps": 0}
+        await promote(lib, policy, result.id, note=f"bench.experiments.self_reward round {r}")
+        return {"seconds": time.perf_counter() - t1, "steps": int(result.metrics.get("steps", a.steps)),
+                "rows": int(result.metrics.get("train_rows", 0)), "loss": result.metrics.get("train_loss")}
 
     async def run(self) -> None:
         from agent.policy import load_policy
@@ -265,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.workspace.exists() and any(args.workspace.iterdir()):
         raise SystemExit(f"{args.workspace} is not empty: pass another --workspace (each source needs a fresh library)")
-    command = "python -m bench.self_reward " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m bench.experiments.self_reward " + " ".join(sys.argv[1:] if argv is None else argv)
     results: dict[str, Any] = {"settings": {
         "model": args.model, "episodes": args.episodes, "rounds": args.rounds, "steps": args.steps,
         "eval_n": args.eval_n, "max_tokens": args.max_tokens, "method": args.method, "quick": args.quick,

@@ -1,4 +1,4 @@
-"""Rendering of ``bench.self_reward`` results: markdown tables, findings text, the doc and the plot.
+"""Rendering of the self-reward experiment's results: markdown tables, findings text, the doc and the plot.
 
 Pure functions of the results dict (``write_plot``/``write_report`` also write files); no model.
 """
@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.learning import mcnemar_p
-from bench.self_reward_metrics import collapse_points, version_series
+from bench.experiments.common import mcnemar_p
+from bench.experiments.self_reward.metrics import collapse_points, version_series
+from bench.experiments.self_reward.settings import TEMPERATURE
 
 
 def _pct(r: dict[str, Any]) -> str:
@@ -147,8 +148,6 @@ def _collapse_detail(vs: list[dict[str, Any]], i: int) -> str:
 
 
 def render_doc(results: dict[str, Any], command: str, plot: Path | None, *, machine: str = "", when: str = "") -> str:
-    from bench.self_reward import TEMPERATURE  # the experiment's setting; lazy: that module imports this one
-
     s = results["settings"]
     smoke = ("> **SMOKE RUN (`--quick`)** — tiny numbers that only show the harness works.\n\n" if s.get("quick") else "")
     img = f"![pseudo-reward and held-out accuracy per version](img/{plot.name})\n" if plot else ""
@@ -156,7 +155,7 @@ def render_doc(results: dict[str, Any], command: str, plot: Path | None, *, mach
     n_eval = results["base_eval"]["n"] if results.get("base_eval") else s["eval_n"]
     short = (f"; {s['eval_n']} were asked for, the eval split has only {n_eval} distinct tasks"
              if n_eval < s["eval_n"] else "")
-    return f"""# Self-reward vs ground truth (`bench/self_reward.py`)
+    return f"""# Self-reward vs ground truth (`bench/experiments/self_reward`)
 
 {smoke}Model `{s['model']}` (SmolLM2-135M-Instruct when `default`), CPU. Settings: {s['episodes']} episodes per source
 and per round, one attempt per episode (no reflect/retry), temperature {TEMPERATURE}, ≤ {s['max_tokens']} new tokens;

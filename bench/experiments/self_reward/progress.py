@@ -1,4 +1,4 @@
-"""Progress display for ``bench.self_reward``: a rich bar, or plain timestamped lines (``--plain`` / not a tty)."""
+"""Progress display for the self-reward experiment: a rich bar, or plain timestamped lines (``--plain`` / not a tty)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Seconds per optimizer step: our grpo-reflection vs plain TRL GRPOTrainer, same batch, model and lengths.
 
-    .venv/bin/python -m bench.train [--steps 3]
+    .venv/bin/python -m bench.micro.train [--steps 3]
 
 Both run on the embedded SmolLM2-135M with our CPU config (LoRA r=16, 4 completions per step, 2
 generations per prompt here). Plain GRPO gets a free reward (the reflection format score), so the
@@ -11,22 +11,19 @@ measured separately and subtracted to get the overhead of our subclass (target <
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 from transformers import TrainerCallback
 from trl import GRPOTrainer
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench._report import write_section  # noqa: E402
-from tests.trainer_factories import mixed_episodes  # noqa: E402
-from trainer import grpo_reflection  # noqa: E402
-from trainer.config import config_for, lora_config  # noqa: E402
-from trainer.datasets import reflection_dataset  # noqa: E402
-from trainer.models import load_model_and_tokenizer  # noqa: E402
-from trainer.rewards import RetryReward, completion_text, reflection_format_score  # noqa: E402
+from bench._report import write_section
+from trainer import grpo_reflection
+from trainer.config import config_for, lora_config
+from trainer.datasets import reflection_dataset
+from trainer.models import load_model_and_tokenizer
+from trainer.rewards import RetryReward, completion_text, reflection_format_score
+from trainer.synthetic import mixed_episodes
 
 
 class StepTimer(TrainerCallback):
@@ -92,7 +89,7 @@ def main() -> None:
         f"{(ours - retry) / plain:.2f}x (target <= 1.1x).\n"
     )
     print(body)
-    write_section("train", body, f"python -m bench.train --steps {args.steps} --tokens {args.tokens}")
+    write_section("train", body, f"python -m bench.micro.train --steps {args.steps} --tokens {args.tokens}")
 
 
 if __name__ == "__main__":

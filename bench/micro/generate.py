@@ -14,8 +14,8 @@ scatter by +-20% from noise alone, so we also report our overhead directly and n
 time of the batched call minus the ``model.generate`` time measured inside the backend (rendering,
 tokenization, the batching window, the thread hop, decoding).
 
-    .venv/bin/python -m bench.generate                          # embedded model, 64 tokens, batches 1,8,32
-    .venv/bin/python -m bench.generate --model hf:/tmp/tiny --max-tokens 32 --batches 1,8 --repeats 5
+    .venv/bin/python -m bench.micro.generate                          # embedded model, 64 tokens, batches 1,8,32
+    .venv/bin/python -m bench.micro.generate --model hf:/tmp/tiny --max-tokens 32 --batches 1,8 --repeats 5
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def generated_tokens(rows: list[list[int]], eos: set[int]) -> int:
 def run_raw(policy: TransformersPolicy, chats: list[list[dict[str, str]]], params: SamplingParams) -> tuple[float, int]:
     import torch
 
-    from trainer.models import chat_prompt
+    from agent.policy.chat import chat_prompt
 
     tok = policy.tokenizer
     enc = tok([chat_prompt(tok, c) for c in chats], return_tensors="pt", padding=True, add_special_tokens=False)
@@ -155,7 +155,7 @@ def main() -> None:
     if not args.no_write:
         from bench._report import write_section
 
-        command = f"python -m bench.generate --model {args.model} --max-tokens {args.max_tokens} --batches {args.batches} --repeats {args.repeats}"
+        command = f"python -m bench.micro.generate --model {args.model} --max-tokens {args.max_tokens} --batches {args.batches} --repeats {args.repeats}"
         print(f"wrote {write_section('generate', markdown, command)}")
 
 

@@ -1,4 +1,4 @@
-"""Feedback sources for tasks without a (complete) verifier: the policy rewards itself.
+"""The built-in feedback sources for tasks without a (complete) verifier: the policy rewards itself.
 
 The episode graph's verify node asks a :class:`agent.graph.FeedbackSource` for
 ``(feedback the agent acts on, hidden ground truth or None)``. ``None`` as the source means the
@@ -20,6 +20,9 @@ code-checkable rubric items), so the generation–verification gap, and SRT's co
 (pseudo-reward up, true accuracy down), can be measured. A model's mistake (no answer, an unparseable
 grade) is Feedback; a bad option or a task without a rubric is a user error and raises.
 
+Each registers itself with :func:`agent.feedback.registry.register_feedback_source`; a new source is one
+more decorated class (here or in a plug-in package, see the registry).
+
     selfevolve run --env open_ended --feedback rubric
     selfevolve run --env arithmetic --feedback majority:k=8,threshold=0.6
 """
@@ -28,34 +31,17 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from agent import prompts
-from agent.graph import FeedbackSource, GraphDeps
+from agent.feedback.registry import register_feedback_source
+from agent.graph import GraphDeps
 from agent.policy.base import Policy, SamplingParams
-from environments import Environment, Feedback, Task, normalize_answer, parse_spec
+from environments import Environment, Feedback, Task, normalize_answer
 from environments.open_ended import rubric_score
-
-__all__ = [
-    "UNRELIABLE",
-    "CritiqueFeedback",
-    "CritiqueOptions",
-    "MajorityFeedback",
-    "MajorityOptions",
-    "RubricFeedback",
-    "RubricOptions",
-    "ground_truth",
-    "is_unreliable",
-    "majority_label",
-    "make_feedback_source",
-    "normalize_answer",
-    "parse_grade",
-    "rubric_of",
-    "rubric_score",
-]
 
 UNRELIABLE = "[unreliable pseudo-label]"
 """Prefix of a majority feedback message whose vote fell below the agreement threshold (skip in training)."""
@@ -104,11 +90,11 @@ def is_unreliable(feedback: Feedback) -> bool:
     return not feedback.reliable
 
 
-def ground_truth(env: Environment, task: Task, output: str) -> Feedback | None:
+def ground_truth(environment: Environment, task: Task, output: str) -> Feedback | None:
     """The environment's verdict when it has a verifier, else None (nothing to measure the gap against)."""
-    if not getattr(env, "has_verifier", True):
+    if not getattr(environment, "has_verifier", True):
         return None
-    return env.verify(task, output)
+    return environment.verify(task, output)
 
 
 # ----- options -----
@@ -150,10 +136,12 @@ class CritiqueOptions(_Options):
 # ----- sources -----
 
 
+@register_feedback_source("majority")
 class MajorityFeedback:
     """SRT self-consistency: agree with the majority of your own samples (online filter on agreement)."""
 
-    name: ClassVar[str] = "majority"
+    name: ClassVar[str]
+    options_class: ClassVar[type[_Options]] = MajorityOptions
 
     def __init__(self, options: MajorityOptions | None = None) -> None:
         self.options = options or MajorityOptions()
@@ -165,7 +153,7 @@ class MajorityFeedback:
             max_tokens=deps.config.solve_tokens, temperature=o.temperature, top_p=deps.config.top_p, n=o.k
         )
         completions = await policy.generate([task.messages()], params)
-        answers = (deps.env.extract_answer(c.text) for c in completions)
+        answers = (deps.environment.extract_answer(c.text) for c in completions)
         return [normalize_answer(a) for a in answers if a is not None]  # unparseable samples do not vote
 
     async def _label(self, task: Task, answer: str, deps: GraphDeps) -> tuple[str, int, int] | None:
@@ -184,10 +172,10 @@ class MajorityFeedback:
         return self._offline[task.id]
 
     async def score(self, task: Task, output: str, deps: GraphDeps) -> tuple[Feedback, Feedback | None]:
-        truth = ground_truth(deps.env, task, output)
-        raw = deps.env.extract_answer(output)
+        truth = ground_truth(deps.environment, task, output)
+        raw = deps.environment.extract_answer(output)
         if raw is None:
-            return Feedback.failure(deps.env.missing_answer_message(output)), truth
+            return Feedback.failure(deps.environment.missing_answer_message(output)), truth
         answer = normalize_answer(raw)
         found = await self._label(task, answer, deps)
         if found is None:
@@ -209,20 +197,27 @@ class MajorityFeedback:
         return Feedback.failure(msg, answer=raw, label=label), truth
 
 
+@register_feedback_source("rubric")
 class RubricFeedback:
     """Rubric self-grading: the policy marks each rubric item MET / NOT MET for its own response."""
 
-    name: ClassVar[str] = "rubric"
+    name: ClassVar[str]
+    options_class: ClassVar[type[_Options]] = RubricOptions
 
     def __init__(self, options: RubricOptions | None = None) -> None:
         self.options = options or RubricOptions()
 
+    @classmethod
+    def check_environment(cls, environment: Environment) -> None:
+        """Refuse an environment whose tasks carry no rubric (ValueError naming the fix)."""
+        rubric_of(environment.sample(1, "train", seed=0)[0])
+
     async def score(self, task: Task, output: str, deps: GraphDeps) -> tuple[Feedback, Feedback | None]:
         items = rubric_of(task)
-        truth = ground_truth(deps.env, task, output)
-        answer = deps.env.extract_answer(output)
+        truth = ground_truth(deps.environment, task, output)
+        answer = deps.environment.extract_answer(output)
         if answer is None:
-            return Feedback.failure(deps.env.missing_answer_message(output)), truth
+            return Feedback.failure(deps.environment.missing_answer_message(output)), truth
         o = self.options
         chats = [
             [{"role": "user", "content": RUBRIC_GRADE.format(question=task.question, response=answer, criterion=i["criterion"])}]
@@ -248,19 +243,21 @@ class RubricFeedback:
         return Feedback(reward=reward, success=success, message="\n".join([head, *lines]), answer=answer), truth
 
 
+@register_feedback_source("critique")
 class CritiqueFeedback:
     """The policy's own verdict on its answer as the reward (cheapest; the least trustworthy)."""
 
-    name: ClassVar[str] = "critique"
+    name: ClassVar[str]
+    options_class: ClassVar[type[_Options]] = CritiqueOptions
 
     def __init__(self, options: CritiqueOptions | None = None) -> None:
         self.options = options or CritiqueOptions()
 
     async def score(self, task: Task, output: str, deps: GraphDeps) -> tuple[Feedback, Feedback | None]:
-        truth = ground_truth(deps.env, task, output)
-        answer = deps.env.extract_answer(output)
+        truth = ground_truth(deps.environment, task, output)
+        answer = deps.environment.extract_answer(output)
         if answer is None:
-            return Feedback.failure(deps.env.missing_answer_message(output)), truth
+            return Feedback.failure(deps.environment.missing_answer_message(output)), truth
         messages = [*task.messages(), {"role": "assistant", "content": output}, {"role": "user", "content": prompts.CRITIQUE}]
         [completion] = await deps.policy.generate([messages], deps.config.params("critique"))
         verdict = prompts.parse_verdict(completion.text)
@@ -284,41 +281,3 @@ def rubric_of(task: Task) -> list[dict[str, Any]]:
         if not isinstance(item, dict) or not isinstance(item.get("criterion"), str) or "points" not in item:
             raise ValueError(f"task {task.id}: rubric item {item!r} needs 'criterion' (str) and 'points' (number)")
     return items
-
-
-# ----- factory -----
-
-_SOURCES: dict[str, tuple[Callable[[Any], FeedbackSource], type[_Options]]] = {
-    "majority": (MajorityFeedback, MajorityOptions),
-    "rubric": (RubricFeedback, RubricOptions),
-    "critique": (CritiqueFeedback, CritiqueOptions),
-}
-
-
-def make_feedback_source(name: str, env: Environment, **options: Any) -> FeedbackSource | None:
-    """Build a feedback source by name (``"verifier"`` → None: the graph calls ``env.verify``).
-
-    ``name`` may carry options like an environment spec (``"majority:k=8,threshold=0.5"``); keyword
-    ``options`` override them. Raises ValueError naming the fix for an unknown name, a bad option, or
-    ``rubric`` on an environment whose tasks have no rubric.
-    """
-    base, spec_options = parse_spec(name)
-    if "" in spec_options:
-        raise ValueError(f"feedback spec {name!r}: options must be key=value, e.g. majority:k=8")
-    merged = {**spec_options, **options}
-    known = ", ".join(["verifier", *_SOURCES])
-    if base == "verifier":
-        if merged:
-            raise ValueError(f"the verifier feedback source takes no options, got {sorted(merged)}")
-        return None
-    if base not in _SOURCES:
-        raise ValueError(f"unknown feedback source {base!r}; choose one of: {known} (see docs/self_reward.md)")
-    cls, options_cls = _SOURCES[base]
-    try:
-        opts = options_cls(**merged)
-    except ValidationError as e:
-        valid = ", ".join(options_cls.model_fields) or "(none)"
-        raise ValueError(f"invalid options for feedback source {base!r}: {e}\nValid options: {valid}") from e
-    if base == "rubric":
-        rubric_of(env.sample(1, "train", seed=0)[0])  # fail now, not in the first episode
-    return cls(opts)

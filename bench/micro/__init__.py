@@ -1,0 +1,10 @@
+"""Micro-benchmarks: one speed ratio each, both sides alternating in one run (the machine is shared and noisy).
+
+    python -m bench.micro.generate     # micro-batched transformers backend vs raw model.generate
+    python -m bench.micro.memory       # experience library: ingest vs pure embedding, search latency, rebuild
+    python -m bench.micro.loop         # episode graph vs raw batched generate vs the graph run sequentially
+    python -m bench.micro.train        # grpo-reflection vs plain TRL GRPO, seconds per optimizer step
+    make bench                         # all of them
+
+Each rewrites its own ``<!-- bench:NAME -->`` section of docs/benchmarks.md (:func:`bench._report.write_section`).
+"""
