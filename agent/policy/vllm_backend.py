@@ -134,7 +134,7 @@ class VLLMPolicy(Policy):
         if self.lora_mode == "merged":
             from trainer.models import merged_model_dir
 
-            merged = merged_model_dir(adapter_dir, base=self.engine.model_dir)
+            merged = merged_model_dir(adapter_dir, base=self.engine.model_dir, dtype=self.engine.dtype)
             key = f"{version}@{merged}"
             self.engine.register_weights(key, merged)
             self._versions[version] = (key, None)

@@ -156,9 +156,10 @@ class Engine:
         self.vllm = vllm
         self.model_dir = str(model_dir)
         self.settings = settings or EngineSettings.from_env()
+        self.dtype = self.settings.resolved_dtype()
         start = time.perf_counter()
         kwargs: dict[str, Any] = dict(
-            model=self.model_dir, dtype=self.settings.resolved_dtype(), max_model_len=self.settings.max_model_len,
+            model=self.model_dir, dtype=self.dtype, max_model_len=self.settings.max_model_len,
             max_num_seqs=self.settings.max_num_seqs, enforce_eager=self.settings.enforce_eager,
             seed=self.settings.seed, distributed_executor_backend="uni",
         )
