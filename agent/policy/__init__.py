@@ -3,6 +3,7 @@
     from agent.policy import SamplingParams, load_policy
     policy = load_policy("default")                     # embedded SmolLM2-135M-Instruct ($SELFEVOLVE_ENGINE)
     policy = load_policy("vllm:default")                # the same on the in-process vLLM engine
+    policy = load_policy("engine")                      # attach to `selfevolve engine start`'s server
     policy = load_policy("hf:/models/my-sft", adapter_path="runs/v3/adapter", version="v3")
     policy = load_policy("openai:http://localhost:8000/v1#Qwen/Qwen2.5-1.5B-Instruct", max_tries=5)
     completions = await policy.generate([[{"role": "user", "content": "What is 2+3?"}]], SamplingParams())
