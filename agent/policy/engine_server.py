@@ -8,7 +8,7 @@ so it can instead attach to a server started once: ``selfevolve engine start``, 
 ``default`` never turns into a network call.
 
 The server is ``vllm serve`` (``python -m vllm.entrypoints.openai.api_server``) with this CPU's
-settings (:func:`~agent.policy.vllm_engine.serve_env`: OpenMP bound to every allowed core, 1 GiB KV
+settings (:func:`serve_env`: OpenMP bound to every allowed core, 1 GiB KV
 cache), eager, bf16 where the CPU has it; trained versions are LoRA modules (``--lora-modules
 NAME=DIR``), served under their version name. Its pid, URL and log live in
 ``~/.cache/selfevolve/engine.json`` (``$SELFEVOLVE_CACHE``).
@@ -48,6 +48,21 @@ class ServerInfo:
     log: str
     loras: dict[str, str]
     started: float
+
+
+def serve_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a multiprocess ``vllm serve`` on this CPU: bind OpenMP to every allowed core.
+
+    vLLM's ``auto`` binding reserves one core for its scheduler; on 2 cores that halves compute.
+    """
+    env = dict(os.environ if base is None else base)
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in cpus))
+    env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    env.setdefault("VLLM_NO_USAGE_STATS", "1")
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+    return env
 
 
 def state_file() -> Path:
@@ -108,7 +123,7 @@ def start(model: str = "default", port: int | None = None, loras: dict[str, str]
           timeout_s: float = 600.0, state: Path | None = None, dtype: str | None = None,
           progress: Callable[[float], None] | None = None) -> ServerInfo:
     """Start the server (or return the running one) and wait until it answers ``GET /v1/models``."""
-    from agent.policy.vllm_engine import INSTALL_HINT, serve_env, vllm_available
+    from agent.policy.vllm_engine import INSTALL_HINT, vllm_available
     from trainer.models import resolve_model_path
 
     state = state or state_file()

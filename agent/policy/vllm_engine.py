@@ -18,7 +18,7 @@ CPU defaults, each an environment override (set before the first engine is built
 ``VLLM_CPU_KVCACHE_SPACE=1`` (GiB; ≈45k tokens of SmolLM2-135M KV cache), ``SELFEVOLVE_VLLM_MAX_MODEL_LEN=2048``,
 ``SELFEVOLVE_VLLM_MAX_NUM_SEQS=64``, ``SELFEVOLVE_VLLM_EAGER=1``, ``SELFEVOLVE_VLLM_DTYPE=auto``
 (bf16 where the CPU has AVX-512-BF16, else fp32). ``VLLM_CPU_OMP_THREADS_BIND`` matters only for the
-multiprocess ``vllm serve`` (:func:`serve_env`).
+multiprocess ``vllm serve`` (:func:`agent.policy.engine_server.serve_env`).
 
     python -c "from agent.policy.vllm_engine import get_engine; print(get_engine('default').describe())"
 """
@@ -52,21 +52,6 @@ def apply_cpu_defaults() -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_DO_NOT_TRACK", "1")
-
-
-def serve_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a multiprocess ``vllm serve`` on this CPU: bind OpenMP to every allowed core.
-
-    vLLM's ``auto`` binding reserves one core for its scheduler; on 2 cores that halves compute.
-    """
-    env = dict(os.environ if base is None else base)
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    env.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(str(c) for c in cpus))
-    env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    env.setdefault("VLLM_NO_USAGE_STATS", "1")
-    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-    return env
 
 
 def import_vllm() -> Any:
@@ -203,6 +188,8 @@ class Engine:
             call.future.set_result([])
             return call.future
         self._inbox.put(call)
+        if not self._thread.is_alive() and not call.future.done():  # died between the check and the put
+            call.future.set_exception(RuntimeError(f"the vLLM engine stopped: {self._error!r}"))
         return call.future
 
     def load_weights(self, named_tensors: Any, version: str) -> None:
@@ -229,7 +216,12 @@ class Engine:
             return fn()
         done: Future = Future()
         self._inbox.put(("command", fn, drain, done))
-        return done.result()
+        while True:
+            try:
+                return done.result(timeout=1.0)
+            except TimeoutError:
+                if not self._thread.is_alive():
+                    raise RuntimeError(f"the vLLM engine stopped: {self._error!r}") from self._error
 
     def _loop(self) -> None:
         commands: list[Any] = []
@@ -351,6 +343,16 @@ class Engine:
                 call.future.set_result(call.outputs)
 
     def _fail_all(self, error: BaseException, commands: list[Any] = ()) -> None:
+        commands = list(commands)
+        while True:  # whatever is still in the inbox fails too: nobody will step for it
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Call):
+                self._waiting.append(item)
+            elif item is not None:
+                commands.append(item)
         for _, _, _, done in commands:
             if not done.done():
                 done.set_exception(error)
