@@ -32,7 +32,7 @@ def vpolicy(tiny_dir: Path):
 
 @pytest.fixture(scope="session")
 def hpolicy(tiny_dir: Path):
-    return load_policy(f"hf:{tiny_dir}")
+    return load_policy(f"hf:{tiny_dir}", dtype="float32")  # the reference: fp32, like the engine here
 
 
 async def test_greedy_tokens_equal_the_transformers_backend(vpolicy, hpolicy) -> None:
@@ -75,7 +75,7 @@ async def test_merged_version_is_cached_beside_the_adapter_and_swaps_in_place(vp
     tuned = await vpolicy.generate(CHATS, params)
     assert [c.token_ids for c in tuned] != [c.token_ids for c in base]
     assert all(c.model_version == "v1" for c in tuned)
-    ref = load_policy(f"hf:{tiny_dir}", adapter_path=str(adapter_dir), version="v1")
+    ref = load_policy(f"hf:{tiny_dir}", adapter_path=str(adapter_dir), version="v1", dtype="float32")
     assert [c.token_ids for c in tuned] == [c.token_ids for c in await ref.generate(CHATS, params)]
     stamp = (merged / "MERGED_FROM").stat().st_mtime_ns
     vpolicy.set_adapter("v1", str(adapter_dir))  # cached: not merged again
