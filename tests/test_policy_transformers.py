@@ -66,7 +66,7 @@ def adapter_dir(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="session")
 def policy(tiny_dir: Path) -> TransformersPolicy:
-    built = load_policy(f"hf:{tiny_dir}", window_ms=5)
+    built = load_policy(f"hf:{tiny_dir}", window_ms=5, dtype="float32")  # the batching-invariance promise is fp32's
     assert isinstance(built, TransformersPolicy)
     return built
 
@@ -137,7 +137,7 @@ async def test_greedy_n_copies(policy: TransformersPolicy) -> None:
 async def test_adapter_swap_changes_outputs_and_base_is_restored_exactly(
     tiny_dir: Path, adapter_dir: Path
 ) -> None:
-    swap = TransformersPolicy(str(tiny_dir), window_ms=1)
+    swap = TransformersPolicy(str(tiny_dir), window_ms=1, dtype="float32")
     params = SamplingParams(max_tokens=10)
     enc = swap.tokenizer(["What is 2+3?"], return_tensors="pt")
 

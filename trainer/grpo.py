@@ -5,6 +5,7 @@
 The prompt is the recorded first-attempt prompt, the completion is the answer, the reward is the
 task verifier's ``Feedback.reward`` (:class:`trainer.rewards.EnvironmentReward`). TRL's GRPOTrainer with
 DAPO dynamic sampling mixed in (:mod:`trainer.dynamic_sampling`; ``dynamic_sampling=False`` turns it off);
+sampling moves to the vLLM engine when asked (:mod:`trainer.engine_sampling`);
 the method's whole registration is the decorator on :func:`build_trainer`.
 """
 
@@ -18,12 +19,17 @@ from trl import GRPOTrainer
 from . import datasets as D
 from .config import GPU_GRPO_OVERRIDES, ReflectionGRPOConfig, lora_config
 from .dynamic_sampling import DynamicSamplingMixin
+from .engine_sampling import EngineSamplingMixin, attach_if_wanted
 from .methods import register_training_method
 from .rewards import EnvironmentReward
 
 
-class SelfEvolveGRPOTrainer(DynamicSamplingMixin, GRPOTrainer):
-    """TRL's GRPOTrainer; groups with all-equal rewards are replaced (see trainer.dynamic_sampling)."""
+class SelfEvolveGRPOTrainer(DynamicSamplingMixin, EngineSamplingMixin, GRPOTrainer):
+    """TRL's GRPOTrainer; all-equal groups replaced (trainer.dynamic_sampling), sampling on the engine if asked."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        attach_if_wanted(self, self.args)
 
 
 @register_training_method(

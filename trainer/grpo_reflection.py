@@ -29,18 +29,24 @@ from trl import GRPOTrainer
 from . import datasets as D
 from .config import GPU_GRPO_OVERRIDES, ReflectionGRPOConfig, lora_config
 from .dynamic_sampling import DynamicSamplingMixin
+from .engine_sampling import EngineSamplingMixin, attach_if_wanted
 from .methods import register_training_method
 from .rewards import RetryReward
 
 
-class ReflectionGRPOTrainer(DynamicSamplingMixin, GRPOTrainer):
-    """GRPOTrainer whose reward generates the retry with the policy being trained."""
+class ReflectionGRPOTrainer(DynamicSamplingMixin, EngineSamplingMixin, GRPOTrainer):
+    """GRPOTrainer whose reward generates the retry with the policy being trained.
+
+    With ``generation_engine`` = vllm (or ``$SELFEVOLVE_ENGINE=vllm``) the reflections and the retries are
+    sampled on the vLLM engine, the live weights synced once per step (:mod:`trainer.engine_sampling`).
+    """
 
     def __init__(self, *args: Any, retry_reward: RetryReward, **kwargs: Any) -> None:
         if "reward_funcs" in kwargs:
             raise TypeError("ReflectionGRPOTrainer sets reward_funcs itself: pass retry_reward= instead")
         super().__init__(*args, reward_funcs=[retry_reward], **kwargs)
-        retry_reward.bind(self.accelerator.unwrap_model(self.model), self.processing_class)
+        sync = attach_if_wanted(self, self.args)
+        retry_reward.bind(self.accelerator.unwrap_model(self.model), self.processing_class, engine_sync=sync)
         self.retry_reward = retry_reward
 
 

@@ -197,10 +197,17 @@ class RetryReward:
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.last_retries: list[str] = []
 
-    def bind(self, model: Any, tokenizer: Any) -> RetryReward:
+    def bind(self, model: Any, tokenizer: Any, engine_sync: Any = None) -> RetryReward:
         """Generate retries with ``model`` (the live policy whose weights are being trained), unless a
-        scripted ``generate`` was given at construction (tests, benchmarks)."""
+        scripted ``generate`` was given at construction (tests, benchmarks). With ``engine_sync`` (a
+        :class:`trainer.engine_sampling.EngineSync`) they run on the vLLM engine with those weights."""
         if self.scripted:
+            return self
+        if engine_sync is not None:
+            from .engine_sampling import EngineGenerate
+
+            self.generate = EngineGenerate(engine_sync, tokenizer, max_new_tokens=self.max_new_tokens)
+            self.batch_size = max(self.batch_size, 256)  # the engine batches continuously: send all at once
             return self
         self.generate = HFGenerate(model, tokenizer, max_new_tokens=self.max_new_tokens)
         return self

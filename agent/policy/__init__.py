@@ -1,13 +1,17 @@
 """Policy backends behind one async interface, and :func:`load_policy` to build one from a spec string.
 
     from agent.policy import SamplingParams, load_policy
-    policy = load_policy("default")                     # embedded SmolLM2-135M-Instruct (transformers)
+    policy = load_policy("default")                     # embedded SmolLM2-135M-Instruct ($SELFEVOLVE_ENGINE)
+    policy = load_policy("vllm:default")                # the same on the in-process vLLM engine
+    policy = load_policy("engine")                      # attach to `selfevolve engine start`'s server
     policy = load_policy("hf:/models/my-sft", adapter_path="runs/v3/adapter", version="v3")
     policy = load_policy("openai:http://localhost:8000/v1#Qwen/Qwen2.5-1.5B-Instruct", max_tries=5)
     completions = await policy.generate([[{"role": "user", "content": "What is 2+3?"}]], SamplingParams())
     await policy.aclose()
 
-Backends import their heavy dependencies (torch, httpx, vllm) only when built.
+Backends import their heavy dependencies (torch, httpx, vllm) only when built. Which engine runs the
+embedded model for ``default`` is ``$SELFEVOLVE_ENGINE``: ``transformers`` (the default) or ``vllm``
+(see docs/engines.md for why and the numbers).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def load_policy(spec: str, adapter_path: str | None = None, version: str = "base
     local model dir that does not exist, ImportError (with the pip command) for a missing extra.
     """
     parsed = parse_model_spec(spec)
+    if parsed.backend == "transformers" and parsed.path == "default" and default_engine() == "vllm":
+        parsed = parse_model_spec("vllm:default")
     if parsed.backend == "python":
         return _plugin_policy(parsed.path, adapter_path=adapter_path, version=version, **opts)
     if parsed.backend == "openai":
@@ -69,6 +75,16 @@ def load_policy(spec: str, adapter_path: str | None = None, version: str = "base
     from agent.policy.transformers_backend import TransformersPolicy
 
     return TransformersPolicy(parsed.path, adapter_path=adapter_path, version=version, **opts)
+
+
+def default_engine() -> str:
+    """``$SELFEVOLVE_ENGINE`` (transformers | vllm): the engine behind the ``default`` spec."""
+    import os
+
+    engine = os.environ.get("SELFEVOLVE_ENGINE", "transformers") or "transformers"
+    if engine not in ("transformers", "vllm"):
+        raise ValueError(f"$SELFEVOLVE_ENGINE must be 'transformers' or 'vllm', got {engine!r}")
+    return engine
 
 
 def _plugin_policy(target: str, **kwargs: Any) -> Policy:

