@@ -4,8 +4,10 @@
     selfevolve envs list --all     # shows the reasoning-gym task names
 
 Item ``i`` is reasoning-gym's own item ``index`` of one dataset built with ``dataset_seed``; the task
-keeps only that index and the reference answer, and re-creates the entry to score, so tasks stay
-JSON-serialisable whatever a dataset puts in its metadata.
+keeps that index, the reference answer and, where the sandbox codec can carry it (all but
+knights_knaves), the entry's answer and metadata as typed JSON, so tasks stay JSON-serialisable and a
+task is scored against what it recorded, even in another process (five datasets generate differently
+under another ``PYTHONHASHSEED``).
 
 Scoring never runs here: several of reasoning-gym's scorers ``eval`` the answer (spiral_matrix,
 string_insertion, binary_matrix, n_queens) or parse it with sympy, which evaluates it (polynomial
@@ -29,6 +31,7 @@ from pydantic import Field, field_validator, model_validator
 from .base import EnvConfig, Environment, Feedback, Task
 from .registry import register_environment
 from .sandbox import SandboxLimits, Worker
+from .sandbox._codec import encode
 
 DATASET_SIZE = 100_000
 SCORER = str(Path(__file__).with_name("_reasoning_gym_scorer.py"))
@@ -127,14 +130,21 @@ class ReasoningGym(Environment):
         entry = self.dataset[index]
         difficulty = entry.get("metadata", {}).get("difficulty", {})
         level = float(sum(v for v in difficulty.values() if isinstance(v, int | float))) if isinstance(difficulty, dict) else 0.0
-        return entry["question"], {"index": index, "answer": str(entry["answer"])}, level
+        reference: dict[str, Any] = {"index": index, "answer": str(entry["answer"])}
+        try:  # what the scorer needs, recorded: five datasets regenerate differently in another process
+            reference["entry"] = encode({"answer": entry["answer"], "metadata": entry.get("metadata", {})})
+        except (TypeError, RecursionError):
+            pass  # metadata the codec cannot carry (numpy strings): the scorer regenerates the entry
+        return entry["question"], reference, level
 
     checks_out_of_process = True
 
     def check(self, task: Task, answer: str) -> Feedback:
         cfg = self.config
         payload = {"task": cfg.task, "seed": cfg.dataset_seed, "options": cfg.options,
-                   "index": task.reference["index"], "answer": answer}
+                   "index": task.reference["index"], "question": task.question, "answer": answer}
+        if "entry" in task.reference:
+            payload["entry"] = task.reference["entry"]
         reply = scoring_worker().call(payload, timeout_s=cfg.check_timeout_s)
         if reply.get("timeout"):
             return Feedback.failure(

@@ -95,7 +95,8 @@ def main() -> None:
     hook = request.get("audit_hook", True)
     if serve:
         channel.send({"event": "ready", "layers": layers + (["audit_hook"] if hook else []), "pid": os.getpid()})
-        install = (lambda: _jail.install_audit_hook(writable, readable, block_frames=True)) if hook else (lambda: None)
+        frames = bool(request.get("block_frames", False))
+        install = (lambda: _jail.install_audit_hook(writable, readable, block_frames=frames)) if hook else (lambda: None)
         _zygote.serve(request, state, channel, install)
     else:
         if hook:

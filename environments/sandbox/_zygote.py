@@ -96,6 +96,7 @@ def serve(request: dict, handler, channel, install_hook) -> None:
             os.close(channel.fd)
             _child(handler, message["payload"], prepared, write_fd, int(message["cpu_s"]), install_hook)
         os.close(write_fd)
+        channel.send({"id": message["id"], "event": "started"})  # the parent's clock for this request starts now
         try:
             reply = _collect(pid, read_fd, float(message["timeout_s"]))
         finally:

@@ -25,6 +25,7 @@ from .limits import SandboxLimits
 from .process import Spawned, spawn
 
 BACKSTOP_S = 5.0  # extra seconds the parent waits past a request's own timeout before killing the worker
+PREPARE_S = 600.0  # the worker's trusted per-spec setup (building a dataset) before a request's clock starts
 
 
 class Worker:
@@ -82,15 +83,19 @@ class Worker:
             except (BrokenPipeError, OSError):
                 self.close()
                 return {"error": "the worker died"}
-            deadline = time.monotonic() + timeout_s + BACKSTOP_S
+            deadline = time.monotonic() + PREPARE_S
             while True:
                 message = self._read_message(deadline)
                 if message is None:  # backstop fired or the worker died: start afresh next time
                     timed_out = time.monotonic() >= deadline
                     self.close()
                     return {"error": "timeout" if timed_out else "the worker died", "timeout": timed_out}
-                if message.get("id") == request_id:
-                    return message
+                if message.get("id") != request_id:
+                    continue
+                if message.get("event") == "started":
+                    deadline = time.monotonic() + timeout_s + BACKSTOP_S
+                    continue
+                return message
 
     def _read_message(self, deadline: float) -> dict | None:
         fd = self._spawned.result_fd
