@@ -12,6 +12,9 @@ what protected a run (docs/environments.md, "The sandbox"):
   when the last process of the namespace exits.
 - ``network``: a new network namespace: no interface but a loopback that is down, so even a listener
   on the host's 127.0.0.1 is unreachable.
+- ``pid_namespace``: the code runs as pid 2 under a tiny init (pid 1) that reaps every orphan; when the
+  run ends or is killed, the kernel kills whatever is left in the namespace (a double-forked daemon
+  included) and reaps it, and ``kill(-1)`` inside reaches nothing outside.
 - ``uid``: as root, setuid/setgid to an otherwise unused uid chosen by the parent (which drops every
   capability, cannot signal the parent or another sandbox, and makes RLIMIT_NPROC count only this
   sandbox); not root, a user namespace gives the mounts and the network namespace, and every capability
@@ -25,9 +28,10 @@ from __future__ import annotations
 import ctypes
 import os
 import resource
+import signal
 import sys
 
-CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET = 0x00020000, 0x10000000, 0x40000000
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWPID = 0x00020000, 0x10000000, 0x40000000, 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
 PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 38, 24
 _DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random")
@@ -56,20 +60,55 @@ def _write(path: str, text: str) -> None:
 
 
 def _namespaces(network: bool) -> list[str]:
-    """Unshare mount (+ network) namespaces; through a user namespace when not root. Returns what worked."""
-    net = CLONE_NEWNET if network else 0
-    if os.geteuid() == 0 and _unshare(CLONE_NEWNS | net):
-        return ["mounts", *(["network"] if network else [])]
+    """Unshare mount, pid (+ network) namespaces; through a user namespace when not root. Returns what worked."""
+    net, names = (CLONE_NEWNET, ["network"]) if network else (0, [])
+    full = CLONE_NEWNS | CLONE_NEWPID | net
+    if os.geteuid() == 0 and _unshare(full):
+        return ["mounts", "pid_namespace", *names]
     uid, gid = os.geteuid(), os.getegid()
-    for flags, got in ((CLONE_NEWNS | net, ["mounts"]), (net, [])):
+    for flags, got in ((full, ["mounts", "pid_namespace"]), (net, [])):
         if _unshare(CLONE_NEWUSER | flags):
             _write("/proc/self/setgroups", "deny")
             _write("/proc/self/uid_map", f"0 {uid} 1")
             _write("/proc/self/gid_map", f"0 {gid} 1")
-            return ["userns", *got, *(["network"] if network else [])]
+            return ["userns", *got, *names]
     if network and os.geteuid() == 0 and _unshare(net):
-        return ["network"]
+        return names
     return []
+
+
+def _relay(pid: int) -> None:
+    """Wait for the namespace's init and end the way the code's process ended: the same exit status, or
+    killed by the same signal (the init cannot die by it, so it passes it on as 128 + signal)."""
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    sig = -code if code < 0 else code - 128 if 128 < code < 128 + signal.NSIG else 0
+    if not sig:
+        os._exit(code)
+    try:
+        signal.signal(sig, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass  # SIGKILL and SIGSTOP have no handler to reset
+    os.kill(os.getpid(), sig)
+    os._exit(128 + sig)
+
+
+def _fork_into_pid_namespace() -> None:
+    """After unshare(CLONE_NEWPID): this process relays, a child becomes the namespace's init (pid 1) and
+    reaps every orphan, and its child (pid 2) is the one that returns from here and runs the code."""
+    init = os.fork()
+    if init:
+        _relay(init)
+    worker = os.fork()
+    if worker == 0:
+        return
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == worker:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code >= 0 else 128 - code)  # pid 1 cannot die by its own signal; the relay re-raises it
 
 
 def _bind_readonly(source: str, root: str) -> None:
@@ -139,6 +178,8 @@ def enter(cfg: dict) -> list[str]:
     uid = cfg.get("uid") if os.geteuid() == 0 else None
     if "mounts" in layers:
         _build_root(cfg["root"], cfg["paths"], cfg["disk_mb"], uid)
+    if "pid_namespace" in layers:
+        _fork_into_pid_namespace()
     _set_rlimits(cfg["rlimits"])
     layers.append("rlimits")
     if uid is not None:

@@ -39,14 +39,14 @@ class CallReport:
     run: SandboxResult = field(default_factory=SandboxResult)
 
     def why_missing(self, index: int) -> str:
-        """Why case ``index`` has no outcome, in words a model can act on."""
+        """Why case ``index`` has no outcome, as a predicate ("did not finish within 3 s ...")."""
         if self.load_error:
-            return f"the code failed before any test ran: {self.load_error}"
+            return f"did not run: the code failed before any test ran: {self.load_error}"
         if self.run.timed_out:
-            return f"it did not finish within {self.run.killed_for.split('(')[-1].rstrip(')')} (an infinite loop, or far too slow)"
+            return f"did not finish within {self.run.killed_for.split('(')[-1].rstrip(')')} (an infinite loop, or far too slow)"
         if self.run.crash:
             return self.run.crash
-        return "the program exited before this case ran (it must define the function and return, not exit)"
+        return "did not run: the program exited before it (define the function and return; do not exit)"
 
 
 def call_function(source: str, entry: str, cases: Sequence[Sequence[Any]], limits: SandboxLimits | None = None) -> CallReport:

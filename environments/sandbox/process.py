@@ -131,7 +131,8 @@ def spawn(request: dict, limits: SandboxLimits, *, site: bool = False, keep_stdi
 
 @dataclass
 class SandboxResult:
-    """What came back from one run. ``messages``: the result lines after ``ready``; ``layers``: what was applied."""
+    """What came back from one run. ``messages``: the result lines after ``ready``; ``layers``: what was applied;
+    ``crash``: a predicate ("crashed with signal SIGSEGV") for the run's abnormal end, if any."""
 
     messages: list[dict] = field(default_factory=list)
     layers: list[str] = field(default_factory=list)
@@ -141,16 +142,17 @@ class SandboxResult:
     stdout: str = ""
     stderr: str = ""
     wall_s: float = 0.0
+    uid: int | None = None  # the uid it ran as (root parent only); nothing else runs as it
 
     @property
     def crash(self) -> str | None:
         """How the process ended abnormally (a signal, a non-zero status, a kill), or ``None``."""
         if self.killed_for:
-            return f"it was stopped: {self.killed_for}"
+            return f"was stopped: {self.killed_for}"
         if self.returncode is not None and self.returncode < 0:
-            return f"it crashed with signal {signal.Signals(-self.returncode).name}"
+            return f"crashed with signal {signal.Signals(-self.returncode).name}"
         if self.returncode:
-            return f"it exited with status {self.returncode}"
+            return f"exited with status {self.returncode}"
         return None
 
 
@@ -163,7 +165,7 @@ def run(request: dict, limits: SandboxLimits, *, site: bool = False) -> SandboxR
         _pump(spawned, limits, result, deadline=start + limits.wall_s)
     finally:
         spawned.kill()
-    result.returncode = spawned.proc.returncode
+    result.returncode, result.uid = spawned.proc.returncode, spawned.uid
     result.wall_s = time.monotonic() - start
     return result
 
