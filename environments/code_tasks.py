@@ -212,7 +212,7 @@ FAMILIES: list[Family] = [
            lambda xss: [x for xs in xss for x in xs], lambda r: ([ints(r, max_len=3) for _ in range(r.randint(0, 4))],)),
     Family("caesar", 5, "s", "returns s with every lowercase letter shifted {k} places forward in the alphabet "
            "(wrapping from z to a); other characters stay", _caesar, lambda r: (sentence(r),), _k(1, 25)),
-    Family("balanced", 5, "s", "returns True if the brackets ()[]{} in s are balanced and properly nested, else False",
+    Family("balanced", 5, "s", "returns True if the brackets ()[]{{}} in s are balanced and properly nested, else False",
            _balanced, lambda r: (letters(r, max_len=8, alphabet="()[]{}"),)),
     Family("primes_up_to", 5, "n", "returns the list of prime numbers less than or equal to n, in increasing order",
            _primes, lambda r: (r.randint(0, 60),)),

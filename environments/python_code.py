@@ -33,7 +33,7 @@ from .sandbox import CallReport, SandboxLimits, call_function
 from .sandbox._codec import decode, encode, same
 
 MAX_CODE = 20_000
-_CODE_START = re.compile(r"^(?:def |class |import |from |@)", re.M)
+_CODE_START = re.compile(r"^(?:def |class |import |from |@|[A-Za-z_]\w*[ \t]*=[^=])", re.M)
 
 
 class PythonCodeConfig(EnvConfig):
@@ -55,19 +55,19 @@ class PythonCodeConfig(EnvConfig):
 
 
 def extract_code(text: str) -> str | None:
-    """The code of a response: the last ``<answer>`` span, else the last fenced block, else the lines from
-    the first ``def``/``import``; fences inside a span are unwrapped and prose before the code is dropped.
+    """The code of a response: the last ``<answer>`` span, else the last fenced block (preferring, in
+    both, the last that defines a function: models often add a usage example after it), else the lines
+    from the first ``def``/``import``/assignment; fences inside a span are unwrapped and prose before
+    the code is dropped.
 
     >>> extract_code("Sure!\\n<answer>```python\\ndef f(x):\\n    return x\\n```</answer>")
     'def f(x):\\n    return x'
     >>> extract_code("Here it is:\\ndef f(x):\\n    return x\\nThis returns x.")
     'def f(x):\\n    return x'
     """
-    spans = [s for s in tag_spans(text, "answer") if s.strip()]
-    body = spans[-1] if spans else None
+    body = _last_code(tag_spans(text, "answer"))
     if body is None:
-        fenced = text.split("```")[1::2]  # odd pieces are inside fences (linear, however many there are)
-        body = next((f for f in reversed(fenced) if f.strip()), None)
+        body = _last_code(text.split("```")[1::2])  # odd pieces are inside fences (linear, however many)
     if body is None:
         start = _CODE_START.search(text)
         if start is None:
@@ -78,9 +78,21 @@ def extract_code(text: str) -> str | None:
         body = inner[-1] if inner else body.replace("```", "")
     body = re.sub(r"^(?:python|py)[ \t]*\n", "", body.lstrip("\n"))
     start = _CODE_START.search(body)
-    if start is not None and start.start() > 0 and not body[: start.start()].strip().startswith(("#", '"', "'")):
+    if start is not None and all(_is_prose(line) for line in body[: start.start()].splitlines() if line.strip()):
         body = body[start.start():]
     return body.strip("\n").rstrip() or None
+
+
+def _is_prose(line: str) -> bool:
+    """A line of prose before the code ("Here is the function:"), not code (a constant, a comment)."""
+    return not line[:1].isspace() and not line.startswith(("#", '"', "'")) and not any(c in line for c in "=()[]{}")
+
+
+def _last_code(pieces: list[str]) -> str | None:
+    """The last piece that defines something (a usage example after the function is not the answer),
+    else the last non-empty one."""
+    pieces = [p for p in pieces if p.strip()]
+    return next((p for p in reversed(pieces) if "def " in p), pieces[-1] if pieces else None)
 
 
 def _code_lines(text: str) -> str:
