@@ -21,6 +21,10 @@ The scorer holds the reference answer, so a forged score is only impossible if m
 
 The remaining ``eval``/``exec`` calls in reasoning-gym run on its own generated data, never on answers
 (audit in docs/reliability.md).
+
+One scorer is replaced: game_of_life_halting's ``bool(answer) == bool(entry["answer"])`` gives any
+non-empty text full marks when the reference is a non-empty string (found by sending payloads through
+every dataset); here the answer must equal the reference, ignoring case and surrounding space.
 """
 
 from __future__ import annotations
@@ -113,6 +117,13 @@ def prepare(payload: dict):
     return _datasets[key]
 
 
+def _same_text(answer, entry) -> float:
+    return float(isinstance(answer, str) and answer.strip().lower() == str(entry["answer"]).strip().lower())
+
+
+_SCORERS = {"game_of_life_halting": _same_text}  # datasets whose own scorer accepts anything
+
+
 def handle(payload: dict, dataset) -> float:
     global _scoring
     import _codec  # the sandbox's own codec module, loaded by the worker before this file
@@ -122,4 +133,5 @@ def handle(payload: dict, dataset) -> float:
     else:
         entry = dataset[payload["index"]]
     _scoring = True
-    return float(dataset.score_answer(payload["answer"], entry))
+    scorer = _SCORERS.get(payload["task"], dataset.score_answer)
+    return float(scorer(payload["answer"], entry))
