@@ -6,7 +6,9 @@
 
 A task names a function and its parameters, states what it returns and shows one example call. Its
 ``num_tests`` hidden cases (inputs drawn from a RNG seeded by the question, so a question always has the
-same tests; never the example) and their expected values stay in ``task.reference``. ``check`` sends
+same tests; never the example) and their expected values stay in ``task.reference`` under keys that
+start with ``_`` (``_cases``, ``_expected``), which the trainer's STaR hint leaves out: a hint listing
+the hidden tests would let a lookup table pass and be trained on. ``check`` sends
 only the *inputs* into the sandbox (:func:`environments.sandbox.call_function`), gets back the returned
 values as plain data and compares them here: nothing the code does inside can make a wrong value right.
 
@@ -143,16 +145,16 @@ class PythonCode(Environment):
             if len(cases) == self.config.num_tests:
                 break
         expected = [family.solve(*args, **consts) for args in cases]
-        reference = {"entry": family.name, "family": family.name, "cases": [encode(list(a)) for a in cases],
-                     "expected": [encode(e) for e in expected]}
+        reference = {"entry": family.name, "family": family.name, "_cases": [encode(list(a)) for a in cases],
+                     "_expected": [encode(e) for e in expected]}
         return question, reference, float(family.level)
 
     def _humaneval_task(self, problem: humaneval.Problem) -> tuple[str, dict[str, Any], float]:
         question = f"Complete this Python function ({problem.task_id}):\n\n```python\n{problem.prompt.strip()}\n```"
         reference = {
             "entry": problem.entry, "task_id": problem.task_id, "prompt": problem.prompt,
-            "cases": [encode(list(c.args)) for c in problem.cases], "expected": [encode(c.expected) for c in problem.cases],
-            "modes": [[c.mode, c.tol] for c in problem.cases],
+            "_cases": [encode(list(c.args)) for c in problem.cases], "_expected": [encode(c.expected) for c in problem.cases],
+            "_modes": [[c.mode, c.tol] for c in problem.cases],
         }
         return question, reference, 0.0
 
@@ -190,16 +192,16 @@ class PythonCode(Environment):
 
     def run_tests(self, task: Task, answer: str, limits: SandboxLimits | None = None) -> CallReport:
         """Call the answer's function on the task's hidden inputs in the sandbox (expected values stay here)."""
-        cases = [decode(c) for c in task.reference["cases"]]
+        cases = [decode(c) for c in task.reference["_cases"]]
         return call_function(self._source(task, answer), task.reference["entry"], cases, limits or self.limits())
 
     def judge(self, task: Task, answer: str, report: CallReport) -> Feedback:
         """Compare what came back with the expected values; name the first failing case."""
         ref = task.reference
-        cases = [decode(c) for c in ref["cases"]]
-        modes = ref.get("modes") or [["same", 0.0]] * len(cases)
+        cases = [decode(c) for c in ref["_cases"]]
+        modes = ref.get("_modes") or [["same", 0.0]] * len(cases)
         passed, first = 0, None
-        for i, (args, expected, (mode, tol)) in enumerate(zip(cases, map(decode, ref["expected"]), modes, strict=True)):
+        for i, (args, expected, (mode, tol)) in enumerate(zip(cases, map(decode, ref["_expected"]), modes, strict=True)):
             outcome = report.outcomes[i]
             if outcome is None:
                 problem = report.why_missing(i)

@@ -22,7 +22,7 @@ def env():
 
 def lookup_solution(task: Task) -> str:
     """A candidate that returns the expected value for each hidden input (exercises every value type)."""
-    table = {repr(tuple(decode(c))): decode(e) for c, e in zip(task.reference["cases"], task.reference["expected"], strict=True)}
+    table = {repr(tuple(decode(c))): decode(e) for c, e in zip(task.reference["_cases"], task.reference["_expected"], strict=True)}
     return f"TABLE = {table!r}\ndef {task.reference['entry']}(*args):\n    return TABLE[repr(args)]"
 
 
@@ -52,7 +52,7 @@ def test_every_family_generates_and_its_values_round_trip(env):
     for task in tasks:
         fb = env.verify(task, f"<answer>{lookup_solution(task)}</answer>")
         assert fb.success, (task.question, fb.message)
-        assert task.difficulty in LEVELS and len(task.reference["cases"]) == 8
+        assert task.difficulty in LEVELS and len(task.reference["_cases"]) == 8
 
 
 def test_levels_option():
@@ -88,8 +88,8 @@ def test_feedback_names_only_the_first_failing_case(env):
     task = task_of(env, "reverse")
     fb = env.verify(task, "<answer>def reverse(s):\n    return s</answer>")
     assert not fb.success and fb.reward == 0.0
-    cases = [decode(c)[0] for c in task.reference["cases"]]
-    expected = [decode(e) for e in task.reference["expected"]]
+    cases = [decode(c)[0] for c in task.reference["_cases"]]
+    expected = [decode(e) for e in task.reference["_expected"]]
     first = next(i for i, (c, e) in enumerate(zip(cases, expected, strict=True)) if c != e)
     assert fb.message == (f"Test {first + 1} of 8 failed: reverse({cases[first]!r}) returned {cases[first]!r}, "
                           f"expected {expected[first]!r}.")
@@ -122,7 +122,7 @@ def test_partial_credit():
     env = get_environment(ALL + ",partial_credit=true")
     task = task_of(env, "is_even")
     fb = env.verify(task, "<answer>def is_even(n):\n    return True</answer>")
-    expected = [decode(e) for e in task.reference["expected"]]
+    expected = [decode(e) for e in task.reference["_expected"]]
     assert not fb.success and fb.reward == pytest.approx(0.5 * sum(expected) / len(expected))
 
 
