@@ -22,6 +22,7 @@ import difflib
 import json
 import math
 import random
+import threading
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,14 +39,16 @@ SCORER = str(Path(__file__).with_name("_reasoning_gym_scorer.py"))
 # Scorers build sympy expressions and datasets: more memory than a function check, same other limits.
 WORKER_LIMITS = SandboxLimits(memory_mb=2048, processes=16, wall_s=600, cpu_s=600, result_bytes=1 << 16)
 _worker: Worker | None = None
+_worker_lock = threading.Lock()
 
 
 def scoring_worker() -> Worker:
     """The process-wide sandboxed scorer (started on first use, restarted if it dies)."""
     global _worker
-    if _worker is None:
-        _worker = Worker(SCORER, WORKER_LIMITS, name="reasoning-gym")
-    return _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = Worker(SCORER, WORKER_LIMITS, name="reasoning-gym")
+        return _worker
 
 
 def reasoning_gym_tasks() -> list[str]:
