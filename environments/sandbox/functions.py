@@ -42,6 +42,8 @@ class CallReport:
         """Why case ``index`` has no outcome, as a predicate ("did not finish within 3 s ...")."""
         if self.load_error:
             return f"did not run: the code failed before any test ran: {self.load_error}"
+        if self.run.timed_out and not self.run.layers:
+            return f"was not checked: the sandbox did not start within {self.run.killed_for.split('(')[-1].rstrip(')')}"
         if self.run.timed_out:
             return f"did not finish within {self.run.killed_for.split('(')[-1].rstrip(')')} (an infinite loop, or far too slow)"
         if self.run.crash:

@@ -14,7 +14,8 @@ class SandboxLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    wall_s: float = Field(default=5.0, gt=0, le=600, description="Wall-clock seconds before the whole process group is killed.")
+    wall_s: float = Field(default=5.0, gt=0, le=600, description="Wall-clock seconds the code may run (from the jail being ready) before the whole process group is killed.")
+    startup_s: float = Field(default=60.0, gt=0, le=600, description="Seconds the interpreter and the jail may take to get ready (not the code's time: a loaded machine must not fail a right answer).")
     cpu_s: int = Field(default=3, ge=1, le=600, description="CPU seconds (RLIMIT_CPU; SIGKILL one second after).")
     memory_mb: int = Field(default=512, ge=64, le=65536, description="Address space in MiB (RLIMIT_AS).")
     file_size_mb: int = Field(default=4, ge=0, le=1024, description="Largest file the code may write (RLIMIT_FSIZE).")

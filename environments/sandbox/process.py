@@ -162,7 +162,7 @@ def run(request: dict, limits: SandboxLimits, *, site: bool = False) -> SandboxR
     spawned = spawn(request, limits, site=site)
     result = SandboxResult()
     try:
-        _pump(spawned, limits, result, deadline=start + limits.wall_s)
+        _pump(spawned, limits, result, start)
     finally:
         spawned.kill()
     result.returncode, result.uid = spawned.proc.returncode, spawned.uid
@@ -170,8 +170,10 @@ def run(request: dict, limits: SandboxLimits, *, site: bool = False) -> SandboxR
     return result
 
 
-def _pump(spawned: Spawned, limits: SandboxLimits, result: SandboxResult, deadline: float) -> None:
-    """Read the three pipes until they close, the process exits (plus a grace), or a limit is hit."""
+def _pump(spawned: Spawned, limits: SandboxLimits, result: SandboxResult, start: float) -> None:
+    """Read the three pipes until they close, the process exits (plus a grace), or a limit is hit.
+    The code's wall clock starts when the child reports ready; until then ``startup_s`` applies."""
+    deadline = start + limits.startup_s
     sel = selectors.DefaultSelector()
     names = {spawned.proc.stdout.fileno(): "stdout", spawned.proc.stderr.fileno(): "stderr", spawned.result_fd: "result"}
     for fd in names:
@@ -185,7 +187,8 @@ def _pump(spawned: Spawned, limits: SandboxLimits, result: SandboxResult, deadli
         while sel.get_map():
             now = time.monotonic()
             if now >= deadline:
-                result.timed_out, result.killed_for = True, f"wall clock ({limits.wall_s:g} s)"
+                what = f"wall clock ({limits.wall_s:g} s)" if result.layers else f"startup ({limits.startup_s:g} s)"
+                result.timed_out, result.killed_for = True, what
                 return
             if exited_at is None and spawned.proc.poll() is not None:
                 exited_at = now
@@ -206,7 +209,10 @@ def _pump(spawned: Spawned, limits: SandboxLimits, result: SandboxResult, deadli
                     result.killed_for = f"{name} over {caps[name]} bytes"
                     return
                 if name == "result":
+                    was_ready = bool(result.layers)
                     _take_lines(buffers["result"], result)
+                    if result.layers and not was_ready:
+                        deadline = time.monotonic() + limits.wall_s
     finally:
         sel.close()
         result.stdout = bytes(buffers["stdout"][: limits.output_bytes]).decode("utf-8", "replace")
