@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import doctest
-import glob
 import importlib
 import os
 import tempfile
@@ -80,11 +79,12 @@ def test_output_is_capped_and_kills_the_run():
 
 
 def test_each_run_gets_a_fresh_cwd_and_it_is_removed():
-    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "selfevolve-sandbox-*")))
     write = "import os\ndef f():\n    open('note.txt', 'w').write('hi')\n    return sorted(os.listdir('.'))"
-    assert call_function(write, "f", [[]], FAST).outcomes[0].value == ["note.txt"]
-    assert call_function(write, "f", [[]], FAST).outcomes[0].value == ["note.txt"]  # not two notes: fresh
-    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "selfevolve-sandbox-*"))) <= before
+    first, second = (call_function(write, "f", [[]], FAST) for _ in range(2))
+    assert first.outcomes[0].value == second.outcomes[0].value == ["note.txt"]  # not two notes: fresh
+    assert first.run.root != second.run.root
+    assert first.run.root.startswith(tempfile.gettempdir()) and not os.path.exists(first.run.root)
+    assert not os.path.exists(second.run.root)
 
 
 def test_environment_is_scrubbed(monkeypatch):

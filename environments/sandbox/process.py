@@ -143,6 +143,7 @@ class SandboxResult:
     stderr: str = ""
     wall_s: float = 0.0
     uid: int | None = None  # the uid it ran as (root parent only); nothing else runs as it
+    root: str = ""  # the temp dir it ran in (removed by the time this is returned)
 
     @property
     def crash(self) -> str | None:
@@ -165,7 +166,7 @@ def run(request: dict, limits: SandboxLimits, *, site: bool = False) -> SandboxR
         _pump(spawned, limits, result, start)
     finally:
         spawned.kill()
-    result.returncode, result.uid = spawned.proc.returncode, spawned.uid
+    result.returncode, result.uid, result.root = spawned.proc.returncode, spawned.uid, spawned.root
     result.wall_s = time.monotonic() - start
     return result
 
