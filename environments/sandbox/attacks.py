@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .process import live_processes
+
 TIMEOUT_S = 1.5  # wall clock of each attack's check
 _FN = "def add(a, b):\n"
 ATTACKS: dict[str, str] = {
@@ -175,20 +177,8 @@ class Rig:
 
 
 def processes_of(uid: int | None) -> list[int]:
-    """Pids of live (not zombie) processes whose real uid is ``uid`` (none if ``uid`` is None)."""
-    if uid is None:
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                status = Path(f"/proc/{entry}/status").read_text()
-            except OSError:
-                continue
-            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-            if fields.get("Uid", "").split()[:1] == [str(uid)] and not fields.get("State", "").strip().startswith(("Z", "X")):
-                pids.append(int(entry))
-    return pids
+    """Pids of live processes of ``uid`` (see :func:`environments.sandbox.process.live_processes`)."""
+    return live_processes(uid)
 
 
 def attack_task():

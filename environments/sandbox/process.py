@@ -64,6 +64,35 @@ def reap_uid(uid: int | None) -> None:
                    stderr=subprocess.DEVNULL, cwd="/", check=False, timeout=10)
 
 
+def live_processes(uid: int | None) -> list[int]:
+    """Pids of live (not zombie) processes running as ``uid`` (none if ``uid`` is None). ~1 ms: a stat per pid."""
+    if uid is None:
+        return []
+    pids = []
+    with os.scandir("/proc") as entries:
+        for entry in entries:
+            try:
+                if not entry.name.isdigit() or entry.stat().st_uid != uid:
+                    continue
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    state = f.read().rsplit(b")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            if state not in (b"Z", b"X"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def wait_gone(uid: int | None, timeout_s: float = 5.0) -> bool:
+    """Wait until nothing runs as ``uid`` any more (killed processes with big address spaces take a moment)."""
+    deadline = time.monotonic() + timeout_s
+    while live_processes(uid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 @dataclass
 class Spawned:
     """A started child: its process, result descriptor, uid and temp root."""
@@ -84,6 +113,8 @@ class Spawned:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass  # unkillable (D state): the OS reaps it later; nothing more we can do
+        if not wait_gone(self.uid):
+            reap_uid(self.uid)  # one more sweep for anything that slipped between the first and now
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None and not stream.closed:
                 stream.close()
