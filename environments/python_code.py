@@ -43,7 +43,7 @@ class PythonCodeConfig(EnvConfig):
         default="procedural", description="procedural: generated specs at levels; humaneval: HumanEval's problems (eval only)."
     )
     min_level: int = Field(default=1, ge=1, le=5, description="Easiest problem level (1 one expression ... 5 small algorithms).")
-    max_level: int = Field(default=2, ge=1, le=5, description="Hardest problem level.")
+    max_level: int = Field(default=3, ge=1, le=5, description="Hardest problem level (default 1-3: the 135M model's band).")
     num_tests: int = Field(default=8, ge=1, le=50, description="Hidden test cases per procedural task.")
     partial_credit: bool = Field(default=False, description="Reward the share of tests passed (success still needs all).")
     memory_mb: int = Field(default=256, ge=64, le=8192, description="Address space of the sandboxed process.")
