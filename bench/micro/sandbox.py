@@ -64,7 +64,7 @@ def table(times: dict[str, list[float]]) -> str:
     for name, ms in times.items():
         ms = sorted(ms)
         p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
-        rows.append(f"| {name} | {statistics.median(ms):.1f} | {p95:.1f} |")
+        rows.append(f"| {name} | {statistics.median(ms):.3g} | {p95:.3g} |")
     return "\n".join(rows)
 
 
