@@ -29,7 +29,7 @@ from .registry import (
 )
 
 # Built-ins register themselves on import.
-from . import arithmetic, countdown, function_calling, open_ended, reasoning_gym_env  # noqa: E402,F401  isort: skip
+from . import arithmetic, countdown, function_calling, open_ended, python_code, reasoning_gym_env  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "BARE_FEEDBACK",

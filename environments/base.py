@@ -15,19 +15,33 @@ Design decisions
 - A wrong, empty or unparseable answer is the model's mistake: it becomes a ``Feedback`` with
   ``success=False`` and a message the model can read in its reflection. A bug in an environment
   raises.
+- Model text can be anything: ``verify`` replaces lone surrogates (which UTF-8 cannot store) before any
+  parsing, and extraction is linear in the length of the text however many tags are left open.
+- Every check has a time limit, ``check_timeout_s`` (an option of every environment). An environment
+  whose ``check`` runs in another process (``checks_out_of_process``: reasoning-gym, python_code)
+  enforces it by killing that process. For an in-process check it is a SIGALRM timer on the main thread
+  (a backstop for our own Python-level bugs: it cannot interrupt one long C call, which is why every
+  scorer that may *evaluate* model text runs out of process); off the main thread it is not enforced.
 
 Run ``selfevolve envs sample arithmetic -n 3`` to see tasks, ``selfevolve envs check`` to try a verifier.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import random
 import re
+import signal
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
 
 Split = Literal["train", "eval"]
 SPLITS: tuple[str, ...] = ("train", "eval")
@@ -114,12 +128,87 @@ class EnvConfig(BaseModel):
         description="What the message of a failed answer says: informative = why it is wrong, never the right "
         "answer (the default); bare = only that it is wrong, as in the R3 paper.",
     )
+    check_timeout_s: float = Field(
+        default=10.0, gt=0.0, le=600.0, description="Seconds one answer's check may take; past it the answer scores 0."
+    )
 
 
 BARE_FEEDBACK = "The answer is wrong."
 """The message of every failure under ``feedback_detail="bare"`` (R3's feedback says only that it failed)."""
 
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates (which UTF-8 cannot encode, so nothing can store) replaced by U+FFFD;
+    a surrogate *pair* becomes the character it encodes.
+
+    >>> clean_text("ok"), clean_text("a" + chr(0xD800) + "b"), clean_text(chr(0xD83D) + chr(0xDE00)) == chr(0x1F600)
+    ('ok', 'a\ufffdb', True)
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def tag_spans(text: str, tag: str) -> list[str]:
+    """The contents of every ``<tag>…</tag>`` (case-insensitive), as ``re.findall(r"<tag>(.*?)</tag>", re.S | re.I)``
+    would return them, in one left-to-right pass: linear however many tags are left unclosed.
+
+    >>> tag_spans("<answer>1</answer> <ANSWER>2 <answer>3</answer> <answer>4", "answer")
+    ['1', '2 <answer>3']
+    """
+    opening, closing = _tag_patterns(tag)
+    spans, pos = [], 0
+    while (start := opening.search(text, pos)) is not None:
+        end = closing.search(text, start.end())
+        if end is None:
+            break  # no closing tag after this one, so none after any later opening tag either
+        spans.append(text[start.end() : end.start()])
+        pos = end.end()
+    return spans
+
+
+_TAGS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {}
+
+
+def _tag_patterns(tag: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    if tag not in _TAGS:
+        _TAGS[tag] = (re.compile(re.escape(f"<{tag}>"), re.I), re.compile(re.escape(f"</{tag}>"), re.I))
+    return _TAGS[tag]
+
+
+class CheckTimeout(BaseException):
+    """Raised into an in-process check that ran past its limit (a BaseException, so ``except Exception``
+    in a check cannot swallow it)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Raise :class:`CheckTimeout` in the block after ``seconds``, where a SIGALRM timer is ours to use
+    (the main thread, no other timer or SIGALRM handler set); elsewhere the block runs unlimited."""
+    usable = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
+    )
+    if not usable:
+        yield
+        return
+    armed = True
+
+    def fire(signum: int, frame: Any) -> None:
+        if armed:
+            raise CheckTimeout(f"over {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Environment(ABC):
@@ -135,6 +224,7 @@ class Environment(ABC):
     answer_instruction: ClassVar[str] = "Give your final answer inside <answer></answer> tags."
     max_draws_per_task: ClassVar[int] = 200
     has_verifier: ClassVar[bool] = True  # False: `check` cannot judge answers; use a self-reward feedback source
+    checks_out_of_process: ClassVar[bool] = False  # True: `check` enforces check_timeout_s itself, by a kill
 
     def __init__(self, **options: Any) -> None:
         try:
@@ -215,7 +305,7 @@ class Environment(ABC):
 
     def extract_answer(self, text: str) -> str | None:
         """The last ``<answer>…</answer>`` span, stripped; ``None`` if there is none or it is empty."""
-        found = _ANSWER_TAG.findall(text or "")
+        found = tag_spans(text or "", "answer")
         if not found:
             return None
         answer = found[-1].strip()
@@ -224,14 +314,16 @@ class Environment(ABC):
     def missing_answer_message(self, text: str) -> str:
         if not (text or "").strip():
             return "The response was empty. " + self.answer_instruction
-        if "<answer>" in text.lower() and "</answer>" not in text.lower():
+        opening, closing = _tag_patterns("answer")
+        if opening.search(text) and not closing.search(text):
             return "The <answer> tag was opened but never closed. " + self.answer_instruction
         return "No final answer was found in the response. " + self.answer_instruction
 
     def verify(self, task: Task, text: str) -> Feedback:
         """Extract the answer from model ``text`` and check it. Never raises for bad model output."""
+        text = clean_text(text or "")
         answer = self.extract_answer(text)
-        feedback = Feedback.failure(self.missing_answer_message(text)) if answer is None else self.check(task, answer)
+        feedback = Feedback.failure(self.missing_answer_message(text)) if answer is None else self.timed_check(task, answer)
         return self.with_detail(feedback)
 
     def with_detail(self, feedback: Feedback) -> Feedback:
@@ -239,6 +331,18 @@ class Environment(ABC):
         if feedback.success or self.config.feedback_detail == "informative":
             return feedback
         return feedback.model_copy(update={"message": BARE_FEEDBACK})
+
+    def timed_check(self, task: Task, answer: str) -> Feedback:
+        """``check`` under ``check_timeout_s`` (see the module docstring for what the limit means where)."""
+        if self.checks_out_of_process:
+            return self.check(task, answer)
+        limit = self.config.check_timeout_s
+        try:
+            with time_limit(limit):
+                return self.check(task, answer)
+        except CheckTimeout:
+            log.warning("%s: check of a %d-character answer ran past %g s (a bug in this environment)", self.spec, len(answer), limit)
+            return Feedback.failure(f"Checking the answer took longer than {limit:g} s, so it scored 0.", answer=answer)
 
     def reformat(self, task: Task, text: str) -> str | None:
         """``text`` with its answer rewritten into the format ``answer_instruction`` asks for, or ``None``.

@@ -32,11 +32,10 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from .base import EnvConfig, Environment, Feedback, Split, Task
+from .base import EnvConfig, Environment, Feedback, Split, Task, tag_spans
 from .registry import register_environment
 
 REQUEST_MARKER = "User request: "
-_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL | re.IGNORECASE)
 _FENCE = re.compile(r"```(?:json)?\s*\n?(.*?)```", re.DOTALL | re.IGNORECASE)
 _SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 _SLOT = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -242,8 +241,8 @@ class FunctionCalling(Environment):
     def extract_answer(self, text: str) -> str | None:
         """The last ``<tool_call>`` span, else the last ```json fence, else the first balanced ``{...}``."""
         text = text or ""
-        for pattern in (_TOOL_CALL, _FENCE):
-            found = [s.strip() for s in pattern.findall(text) if s.strip()]
+        for spans in (lambda: tag_spans(text, "tool_call"), lambda: _FENCE.findall(text)):
+            found = [s.strip() for s in spans() if s.strip()]
             if found:
                 inner = _FENCE.findall(found[-1])  # a fence inside the tags
                 return inner[-1].strip() if inner and inner[-1].strip() else found[-1]

@@ -75,7 +75,7 @@ def rubric_score(grades: Sequence[bool], items: Sequence[Mapping[str, Any]]) -> 
 # ----- the code checks: name -> (text, **params) -> met -----
 
 _WORD = re.compile(r"[A-Za-z0-9]+(?:['’-][A-Za-z0-9]+)*")
-_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
+_SENTENCE_END = re.compile(r"(?<![.!?])[.!?]+(?=\s|$)")  # only from a run's start: linear on "!?!?…"
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+\S")
 
 

@@ -4,24 +4,51 @@
     selfevolve envs list --all     # shows the reasoning-gym task names
 
 Item ``i`` is reasoning-gym's own item ``index`` of one dataset built with ``dataset_seed``; the task
-keeps only that index and the reference answer, and re-creates the entry to score, so tasks stay
-JSON-serialisable whatever a dataset puts in its metadata.
+keeps that index, the reference answer and, where the sandbox codec can carry it (all but
+knights_knaves), the entry's answer and metadata as typed JSON, so tasks stay JSON-serialisable and a
+task is scored against what it recorded, even in another process (five datasets generate differently
+under another ``PYTHONHASHSEED``).
+
+Scoring never runs here: several of reasoning-gym's scorers ``eval`` the answer (spiral_matrix,
+string_insertion, binary_matrix, n_queens) or parse it with sympy, which evaluates it (polynomial
+multiplication, integration, puzzle24, countdown). Every answer is scored by the dataset's own
+``score_answer`` in a sandboxed worker process (:mod:`environments._reasoning_gym_scorer`, one fork per
+answer) under ``check_timeout_s``; an answer that hangs, crashes or exhausts memory scores 0.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import math
 import random
+import threading
 from functools import cached_property
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
 from .base import EnvConfig, Environment, Feedback, Task
 from .registry import register_environment
+from .sandbox import SandboxLimits, Worker
+from .sandbox._codec import encode
 
 DATASET_SIZE = 100_000
+SCORER = str(Path(__file__).with_name("_reasoning_gym_scorer.py"))
+# Scorers build sympy expressions and datasets: more memory than a function check, same other limits.
+WORKER_LIMITS = SandboxLimits(memory_mb=2048, processes=16, wall_s=600, cpu_s=600, result_bytes=1 << 16)
+_worker: Worker | None = None
+_worker_lock = threading.Lock()
+
+
+def scoring_worker() -> Worker:
+    """The process-wide sandboxed scorer (started on first use, restarted if it dies)."""
+    global _worker
+    with _worker_lock:
+        if _worker is None:
+            _worker = Worker(SCORER, WORKER_LIMITS, name="reasoning-gym")
+        return _worker
 
 
 def reasoning_gym_tasks() -> list[str]:
@@ -106,11 +133,32 @@ class ReasoningGym(Environment):
         entry = self.dataset[index]
         difficulty = entry.get("metadata", {}).get("difficulty", {})
         level = float(sum(v for v in difficulty.values() if isinstance(v, int | float))) if isinstance(difficulty, dict) else 0.0
-        return entry["question"], {"index": index, "answer": str(entry["answer"])}, level
+        reference: dict[str, Any] = {"index": index, "answer": str(entry["answer"])}
+        try:  # what the scorer needs, recorded: five datasets regenerate differently in another process
+            reference["entry"] = encode({"answer": entry["answer"], "metadata": entry.get("metadata", {})})
+        except (TypeError, RecursionError):
+            pass  # metadata the codec cannot carry (numpy strings): the scorer regenerates the entry
+        return entry["question"], reference, level
+
+    checks_out_of_process = True
 
     def check(self, task: Task, answer: str) -> Feedback:
-        entry = self.dataset[task.reference["index"]]
-        score = float(self.dataset.score_answer(answer, entry))
+        cfg = self.config
+        payload = {"task": cfg.task, "seed": cfg.dataset_seed, "options": cfg.options,
+                   "index": task.reference["index"], "question": task.question, "answer": answer}
+        if "entry" in task.reference:
+            payload["entry"] = task.reference["entry"]
+        reply = scoring_worker().call(payload, timeout_s=cfg.check_timeout_s)
+        if reply.get("timeout"):
+            return Feedback.failure(
+                f"Checking the answer took longer than {cfg.check_timeout_s:g} s, so it scored 0.", answer=answer
+            )
+        if str(reply.get("error", "")).startswith("prepare failed"):  # our bug (the spec was validated here)
+            raise RuntimeError(f"{self.spec}: the sandboxed scorer could not build the dataset: {reply['error']}")
+        score = reply.get("ok")
+        if "error" in reply or not isinstance(score, int | float) or not math.isfinite(score):
+            why = str(reply.get("error", "no score"))[:200]
+            return Feedback.failure(f"The answer could not be scored ({why}), so it scored 0.", answer=answer)
         if score >= 1.0:
             return Feedback.correct(answer)
         return Feedback.failure(

@@ -4,6 +4,8 @@
     python -m bench.micro.memory       # experience library: ingest vs pure embedding, search latency, rebuild
     python -m bench.micro.loop         # episode graph vs raw batched generate vs the graph run sequentially
     python -m bench.micro.train        # grpo-reflection vs plain TRL GRPO, seconds per optimizer step
+    python -m bench.micro.engines      # generation engines (transformers fp32/bf16, vLLM) x batch sizes
+    python -m bench.micro.sandbox      # the code sandbox's cost per verification
     make bench                         # all of them
 
 Each rewrites its own ``<!-- bench:NAME -->`` section of docs/benchmarks.md (:func:`bench._report.write_section`).
