@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from memory import health
+from memory.hnsw_check import check_dir
 from memory.index import IndexUnavailable, Match, VectorIndex, reraise_fatal, where_filter
 from memory.lease import IndexLease
 from memory.records import Episode
@@ -113,8 +114,9 @@ class IndexKeeper(Repairs):
         else:
             verdict = health.inspect(self.chroma_dir, self.seal_path)
             reason = verdict.detail if verdict.state == "changed" else None
-            if verdict.state == "unsealed":
-                failure = health.probe(self.chroma_dir, self.prefix, self.probe_timeout_s)
+            if verdict.state == "unsealed":  # files first (cannot crash), then the child probe
+                failure = (check_dir(self.chroma_dir, health.segment_ids(self.chroma_dir))
+                           or health.probe(self.chroma_dir, self.prefix, self.probe_timeout_s))
                 reason = f"{failure}; {verdict.detail}" if failure else None
             health.unseal(self.seal_path)
             if reason is not None:

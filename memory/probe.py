@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sys
 
 SAMPLE = 8
@@ -33,7 +34,8 @@ def main(path: str, prefix: str) -> dict:
             continue
         col = client.get_collection(col.name, embedding_function=None)
         count = int(col.count())
-        got = col.get(limit=SAMPLE, include=["embeddings"])
+        rng = random.Random(count)
+        got = col.get(offset=rng.randrange(max(count - SAMPLE, 0) + 1), limit=SAMPLE, include=["embeddings"])
         hits = 0
         if got["ids"]:
             vectors = np.asarray(got["embeddings"], dtype=np.float32)
