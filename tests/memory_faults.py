@@ -13,6 +13,8 @@ process instead of being compared with its checksums.
 
     python -m tests.memory_faults --markdown              # the table in docs/reliability.md (sealed)
     python -m tests.memory_faults --markdown --unsealed   # the same after an unclean exit
+    python -m tests.memory_faults --against /work/main    # the same damage, one CLI process per cell,
+                                                          # against another checkout's code ("before")
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -222,14 +225,94 @@ def run_cell(base: Path, work: Path, cell: tuple[str, str, str], base_ids: list[
     }
 
 
+# ----- the same damage against another checkout (what users saw before) -----
+OLD_BASE = """
+import sys
+from memory.library import ExperienceLibrary
+from tests.memory_factories import make_episode
+eps = [make_episode(i, env="arithmetic", first_success=i % 3 != 0) for i in range(1100)]
+with ExperienceLibrary(sys.argv[1]) as lib:
+    for s in range(0, 1100, 100):
+        lib.record_many(eps[s : s + 100])
+"""
+DAEMON_TOML = f"""
+model = "{POLICY}"
+tensorboard = false
+episodes_per_cycle = 2
+concurrency = 2
+[[environments]]
+spec = "{ENV}"
+[training]
+trainer = "python:tests.daemon_scripted:fake_train"
+min_new_failures = 1000
+[gate]
+eval_size = 2
+[monitors]
+tasks = 1
+k = 2
+[budgets]
+cycles = 1
+"""
+
+
+def against(code: Path, work: Path, ops: list[str]) -> list[dict]:
+    """Every cell as a separate ``python -m agent.cli`` run of ``code``: exit code, traceback, signal.
+
+    The base has 1100 episodes: that code keeps Chroma's default ``sync_threshold`` (1000), below which
+    the HNSW files hold no vectors."""
+    env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
+    subprocess.run([sys.executable, "-c", OLD_BASE, str(work / "base")], cwd=code, env=env, check=True,
+                   capture_output=True)
+    (work / "daemon.toml").write_text(DAEMON_TOML)
+    args = {"run": ["run", "--env", ENV, "--episodes", "2", "--concurrency", "2", "--model", POLICY, "--json"],
+            "search": ["memory", "search", "What is 17 + 34?", "--env", ENV, "-k", "3", "--json"],
+            "stats": ["memory", "stats", "--json"], "daemon start": ["daemon", "--quiet", "-c", str(work / "daemon.toml")]}
+    results = []
+    for cell in [c for c in cells() if c[2] in ops]:
+        print(f"cell {cell_id(cell)}", flush=True)
+        ws = work / cell_id(cell)
+        shutil.copytree(work / "base", ws)
+        inject(target(ws, cell[0]), cell[1], seed=cells().index(cell))
+        proc = subprocess.run([sys.executable, "-m", "agent.cli", *args[cell[2]], "-w", str(ws)], cwd=code, env=env,
+                              capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+        status = None
+        if cell[2] == "stats" and proc.returncode == 0:
+            status = json.loads(proc.stdout)["index"]["status"]
+        results.append({"cell": list(cell), "exit": proc.returncode, "traceback": "Traceback" in proc.stderr,
+                        "status": status, "last": (proc.stderr.strip().splitlines() or [""])[-1][:200]})
+        shutil.rmtree(ws, ignore_errors=True)
+    return results
+
+
+def before_cell(r: dict) -> str:
+    if r["exit"] < 0:
+        return f"crash ({__import__('signal').Signals(-r['exit']).name})"
+    if r["exit"] != 0:
+        return "exit 1, traceback" if r["traceback"] else "exit 1"
+    if r["status"] == "in sync":
+        return "ok, stats say \"in sync\""
+    return f"ok, stats: {r['status'][:40]}" if r["status"] else "ok"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--unsealed", action="store_true", help="remove the seal first (as after kill -9)")
     parser.add_argument("--ops", default=",".join(OPS), help="comma-separated subset of: " + ", ".join(OPS))
     parser.add_argument("--out", type=Path, help="write the results (JSON lines) here as they come")
     parser.add_argument("--markdown", action="store_true", help="print the matrix as a Markdown table")
+    parser.add_argument("--against", type=Path, help="run each cell as a CLI process of this checkout instead")
     args = parser.parse_args(argv)
     ops = [op for op in args.ops.split(",") if op]
+    if args.against:
+        work = Path(tempfile.mkdtemp(prefix="memory-faults-against-"))
+        try:
+            results = against(args.against.resolve(), work, ops)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        if args.out:
+            args.out.write_text("".join(json.dumps(r) + "\n" for r in results))
+        print(markdown(results, ops, before_cell))
+        return 0
     import logging
 
     logging.getLogger("memory.health").setLevel(logging.WARNING)
@@ -252,16 +335,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def markdown(results: list[dict], ops: list[str]) -> str:
+def after_cell(r: dict) -> str:
+    mark = r["outcome"] if r["lost"] == 0 and r["in_sync"] and r["found"] else "BROKEN " + r["outcome"]
+    return f"{mark} ({r['seconds']:.1f} s)"
+
+
+def markdown(results: list[dict], ops: list[str], show=after_cell) -> str:
     by = {tuple(r["cell"]): r for r in results}
     rows = ["| file | fault | " + " | ".join(ops) + " |", "|---|---|" + "---|" * len(ops)]
     for name in FILES:
         for fault in FAULTS:
             cells_ = []
             for op in ops:
-                r = by[(name, fault, op)]
-                mark = r["outcome"] if r["lost"] == 0 and r["in_sync"] and r["found"] else "BROKEN " + r["outcome"]
-                cells_.append(f"{mark} ({r['seconds']:.1f} s)")
+                cells_.append(show(by[(name, fault, op)]))
             rows.append(f"| {name} | {fault} | " + " | ".join(cells_) + " |")
     return "\n".join(rows)
 

@@ -11,11 +11,9 @@ index verified against SQLite. The slow variant kills the index owner with SIGKI
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,16 +22,11 @@ import pytest
 from memory import health
 from memory.hnsw_check import check_dir
 from memory.lease import IndexLease
-
-ROOT = Path(__file__).resolve().parents[1]
-ROLES = [("writer", 0), ("writer", 1), ("reader", 2), ("reader", 3)]
+from tests.memory_concurrency import end_state, launch
 
 
 def start(ws: Path, seconds: float) -> list[subprocess.Popen]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    return [subprocess.Popen([sys.executable, "-m", "tests.memory_concurrency", role, str(ws), str(seconds),
-                              str(seed)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True) for role, seed in ROLES]
+    return launch(ws, seconds)
 
 
 def finish(procs: list[subprocess.Popen], timeout: float = 300) -> list[dict | None]:
@@ -71,7 +64,7 @@ def check_end_state(ws: Path, results: list[dict | None], expect_repairs: bool =
     total, pending, ids = rows(ws)
     assert {i for r in writers for i in r["ids"]} <= ids  # every episode a writer finished is in SQLite
     assert pending == 0, f"{pending} of {total} episodes were left unindexed"
-    assert health.orphans(ws / "chroma") == []
+    assert health.orphans(ws / "chroma") == [] and end_state(ws, [r for r in results if r])["orphan_folders"] == 0
     assert (ws / "chroma.seal.json").exists() and check_dir(ws / "chroma") is None
     from memory.library import ExperienceLibrary
     from tests.daemon_scripted import HashEmbedder
