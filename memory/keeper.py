@@ -166,10 +166,11 @@ class IndexKeeper(Repairs):
                     return sorted(matches, key=lambda m: -m.score)[:k]
                 except NoIndex:
                     pass  # degraded just now: answer from SQLite below
-        if not self._embedded_missing:  # rows recorded before schema 2 get their vector once
-            self._embedded_missing = True
-            self.embed_missing(None)
-        return list(self.scan.query(vector, envs, k, **filters))
+        with self._lock:  # the scan's arrays are shared by this process's threads
+            if not self._embedded_missing:  # rows recorded before schema 2 get their vector once
+                self._embedded_missing = True
+                self.embed_missing(None)
+            return list(self.scan.query(vector, envs, k, **filters))
 
     def _query(self, env: str, vector: np.ndarray, k: int, where: dict[str, Any] | None) -> list[Match]:
         assert self.index is not None
