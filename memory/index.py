@@ -10,20 +10,21 @@ Design decisions
 - Cosine space; the vectors come from :mod:`memory.embed` (unit length) and are always passed
   explicitly: collections are created with ``embedding_function=None`` so Chroma never loads its own
   (downloading) default embedder.
-- A corrupt persistent directory is moved aside (``chroma.corrupt-<time>``) and started afresh; the
-  library then rebuilds it from SQLite.
+- This module never repairs anything: any failure of the native client, ``BaseException`` subclasses
+  such as pyo3's ``PanicException`` included, surfaces as :class:`IndexBroken` (opening) or as the
+  error itself (an operation), and :mod:`memory.keeper` decides (rebuild from SQLite). What a native
+  crash cannot raise — a segfault, an abort — :mod:`memory.health` catches first, in a child process.
 
     python -c "from memory.index import collection_name; print(collection_name('arithmetic:digits=2'))"
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 import re
-import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,34 @@ log = logging.getLogger(__name__)
 MAX_UPSERT = 1000
 
 
+HNSW: dict[str, Any] = {"space": "cosine"}
+"""The configuration of new collections (tests lower ``sync_threshold`` to get HNSW files with few vectors)."""
+
+PASS_THROUGH = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
+"""BaseExceptions that mean "stop", never "the index is broken"; everything else from Chroma does."""
+
+
+def reraise_fatal(error: BaseException) -> None:
+    """Re-raise ``error`` if it asks the program to stop (Ctrl-C, exit, cancellation)."""
+    if isinstance(error, PASS_THROUGH):
+        raise error
+
+
 class IndexUnavailable(RuntimeError):
     """The Chroma index cannot be opened or reached."""
+
+
+class IndexBroken(IndexUnavailable):
+    """The embedded index directory cannot be opened: rebuild it from SQLite."""
+
+
+def unreachable(error: BaseException) -> bool:
+    """A failure to reach the index (a server down, a timeout): worth a retry later, not a rebuild."""
+    import httpx
+
+    if isinstance(error, IndexBroken):
+        return False
+    return isinstance(error, ConnectionError | TimeoutError | httpx.TransportError | IndexUnavailable)
 
 
 class CollectionMissing(LookupError):
@@ -111,15 +138,10 @@ class VectorIndex:
             client = chromadb.PersistentClient(path=str(self.path), settings=_settings())
             client.list_collections()
             return client
-        except Exception as e:  # a corrupt directory surfaces as sqlite, rust or value errors
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            log.warning("Chroma index at %s cannot be opened (%s); moving it to %s and rebuilding", self.path, e, aside)
-            # chromadb caches a half-started system per path (1.5.x); drop it, or the retry reuses it
-            SharedSystemClient._identifier_to_system.pop(str(self.path), None)
-            SharedSystemClient._identifier_to_refcount.pop(str(self.path), None)
-            shutil.move(str(self.path), str(aside))
-            self.path.mkdir(parents=True)
-            return chromadb.PersistentClient(path=str(self.path), settings=_settings())
+        except BaseException as e:  # a corrupt directory: sqlite, rust (PanicException) or value errors
+            reraise_fatal(e)
+            forget_system(self.path)
+            raise IndexBroken(f"{type(e).__name__}: {e}") from e
 
     # ----- collections -----
     def collection(self, env: str, create: bool = True) -> Any | None:
@@ -128,8 +150,7 @@ class VectorIndex:
         name = collection_name(env, self.prefix)
         if create:
             col = self.client.get_or_create_collection(
-                name, embedding_function=None, metadata={"env": env},
-                configuration={"hnsw": {"space": "cosine"}},
+                name, embedding_function=None, metadata={"env": env}, configuration={"hnsw": dict(HNSW)},
             )
         else:
             try:
@@ -192,11 +213,35 @@ class VectorIndex:
         ids, dists, metas = result["ids"][0], result["distances"][0], result["metadatas"][0]
         return [Match(i, 1.0 - float(d), dict(m or {})) for i, d, m in zip(ids, dists, metas, strict=True)]
 
+    def vectors(self, env: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of these ids (ids the collection lacks are left out)."""
+        col = self.collection(env, create=False)
+        if col is None:
+            raise CollectionMissing(f"no collection for {env!r} in the index at {self.location}")
+        got = col.get(ids=list(ids), include=["embeddings"])
+        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"], strict=True)}
+
+    def names(self) -> list[str]:
+        """This prefix's collection names."""
+        return [c.name for c in self.client.list_collections() if c.name.startswith(f"{self.prefix}-")]
+
     def close(self) -> None:
+        """Release the client; afterwards nothing of this process touches the directory."""
         self._collections.clear()
         close = getattr(self.client, "close", None)
-        if close is not None:
-            close()
+        try:
+            if close is not None:
+                close()
+        finally:
+            if self.path is not None:
+                forget_system(self.path)
+
+
+def forget_system(path: Path) -> None:
+    """Drop chromadb's per-path cache of a started system (1.5.x keeps one even after a failed start or
+    ``close()``), so the next client of ``path`` starts afresh."""
+    SharedSystemClient._identifier_to_system.pop(str(path), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(path), None)
 
 
 def where_filter(**conditions: Any) -> dict[str, Any] | None:

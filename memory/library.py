@@ -20,26 +20,28 @@ CONTRACT (other packages code against these signatures):
 
 Extras: ``record_many(episodes)`` (one transaction, one embedding batch), ``iter_episodes(...)``
 (paged, for 100k+), ``search_vector(vector, ...)``, ``sync(env=None)`` (repair the index now),
-``get_run``/``runs``.
+``get_run``/``runs``, ``owns_index``.
 
-How the two stores stay consistent: ``record`` commits to SQLite first (row ``indexed = 0``), then
-upserts into Chroma and sets ``indexed = 1``. If the upsert fails or the process dies in between, the
-index is *behind*; ``sync`` (run by ``search`` and ``reindex``; ``stats`` reports it) finds it two ways —
-rows with ``indexed = 0``, and a collection holding fewer vectors than SQLite says were indexed (a
-deleted or corrupt Chroma directory) — and repairs from SQLite. Upserts are keyed by episode id, so a
-repair never duplicates anything.
+How the two stores stay consistent: ``record`` embeds the episode, commits it WITH its vector to SQLite
+(row ``indexed = 0``), then upserts it into Chroma and sets ``indexed = 1``. If the upsert fails, the
+process dies in between, or another process owns the index, the row stays pending and the index owner
+catches it up from the stored vector. The index side — one owner per workspace, checks that survive a
+native crash, rebuilds from SQLite — is :mod:`memory.keeper`; ``stats`` verifies the index against
+SQLite (count, sampled ids and vectors, a search) instead of trusting a flag.
+
+Several processes on one workspace (a daemon, a ``selfevolve run``, ``memory search``): all of them
+read and write SQLite (WAL, 30 s busy timeout); the one holding ``<workspace>/index.lock`` owns the
+Chroma index, the others search the stored vectors exactly and leave their new rows to the owner.
 
     python -c "from memory import ExperienceLibrary as L; print(L('.selfevolve').stats())"
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -47,16 +49,19 @@ from typing import Any, Literal
 import numpy as np
 
 from memory.embed import Embedder, default_embedder
-from memory.index import CollectionMissing, VectorIndex, where_filter
+from memory.export import training_row, write_hf, write_jsonl
+from memory.index import Match, VectorIndex
+from memory.keeper import IndexBusy, IndexKeeper
 from memory.records import Episode, ModelVersion, Run, VersionStatus
+from memory.repair import describe, metadata
 from memory.store import Store
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int], None]
 PAGE = 512
-
-
 CHROMA_URL_ENV = "SELFEVOLVE_CHROMA_URL"
+
+__all__ = ["CHROMA_URL_ENV", "ExperienceLibrary", "IndexBusy", "SearchHit", "training_row"]
 
 
 @dataclass(frozen=True)
@@ -81,39 +86,14 @@ class SearchHit:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-
-def _metadata(ep: Episode) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "env": ep.env, "success": ep.success, "first_success": ep.first_success,
-        "model_version": ep.model_version, "created_at": float(ep.created_at), "hint": ep.hint_text(),
-        "task_id": ep.task.id, "split": ep.task.split,  # what retrieval's filters need, without a SQLite read
-    }
-    if ep.run_id:
-        meta["run_id"] = ep.run_id
-    return meta
-
-
-def training_row(ep: Episode) -> dict[str, Any]:
-    """Flat columns for a training dataset (one row per episode); ``episode_json`` keeps everything."""
-    first = ep.attempts[0] if ep.attempts else None
-    last = ep.attempts[-1] if ep.attempts else None
-    reflect = next((a.reflect for a in ep.attempts if a.reflect is not None), None)
-    retry = ep.attempts[1] if len(ep.attempts) > 1 else None
-    return {
-        "episode_id": ep.id, "env": ep.env, "task_id": ep.task.id, "split": ep.task.split,
-        "question": ep.task.question, "prompt": ep.task.messages(),
-        "reference": json.dumps(ep.task.reference), "model_version": ep.model_version, "run_id": ep.run_id or "",
-        "first_messages": first.solve.messages if first else [], "first_output": first.solve.output if first else "",
-        "first_answer": (first.answer or "") if first else "",
-        "first_feedback": first.feedback.message if first else "",
-        "first_reward": first.feedback.reward if first else 0.0,
-        "first_success": ep.first_success, "success": ep.success, "recovered": ep.recovered,
-        "reflection_messages": reflect.messages if reflect else [], "reflection": reflect.output if reflect else "",
-        "retry_messages": retry.solve.messages if retry else [], "retry_output": retry.solve.output if retry else "",
-        "final_answer": (last.answer or "") if last else "", "final_reward": last.feedback.reward if last else 0.0,
-        "n_attempts": len(ep.attempts), "tokens": ep.tokens, "created_at": ep.created_at,
-        "episode_json": ep.model_dump_json(),
-    }
+    @classmethod
+    def from_metadata(cls, episode_id: str, score: float, meta: dict[str, Any]) -> SearchHit:
+        return cls(
+            episode_id=episode_id, score=score, env=str(meta.get("env", "")), success=bool(meta.get("success")),
+            first_success=bool(meta.get("first_success")), model_version=str(meta.get("model_version", "")),
+            hint=str(meta.get("hint", "")), created_at=float(meta.get("created_at", 0.0)),
+            task_id=str(meta.get("task_id", "")), split=str(meta.get("split", "")),
+        )
 
 
 class ExperienceLibrary:
@@ -121,7 +101,7 @@ class ExperienceLibrary:
 
     def __init__(
         self, workspace: str | Path, chroma_url: str | None = None, *, embedder: Embedder | None = None,
-        collection_prefix: str = "ep",
+        collection_prefix: str = "ep", probe_timeout_s: float = 120.0,
     ) -> None:
         self.workspace = Path(workspace)
         self.workspace.mkdir(parents=True, exist_ok=True)
@@ -130,13 +110,26 @@ class ExperienceLibrary:
         chroma_url = chroma_url or os.environ.get(CHROMA_URL_ENV) or None
         self.store = Store(self.workspace / "experience.db")
         self.embedder = embedder or default_embedder()
-        self.index = VectorIndex(
-            path=None if chroma_url else self.workspace / "chroma", url=chroma_url, prefix=collection_prefix
-        )
-        self._verified: set[str] = set()  # envs whose collection count was checked against SQLite
-        self._sync_lock = threading.Lock()
-        self.last_index_error: str | None = None
         self._closed = False
+        try:
+            self.keeper = IndexKeeper(self.workspace, self.store, self.embedder, chroma_url, collection_prefix,
+                                      probe_timeout_s=probe_timeout_s)
+        except BaseException:
+            self.store.close()
+            raise
+
+    @property
+    def index(self) -> VectorIndex | None:
+        """The Chroma index, if this process owns it (else ``None``: searches read SQLite's vectors)."""
+        return self.keeper.index
+
+    @property
+    def owns_index(self) -> bool:
+        return self.keeper.owner
+
+    @property
+    def last_index_error(self) -> str | None:
+        return self.keeper.last_error
 
     # ----- writing -----
     def record(self, episode: Episode) -> str:
@@ -145,30 +138,20 @@ class ExperienceLibrary:
         return episode.id
 
     def record_many(self, episodes: list[Episode]) -> int:
-        """Store several episodes in one transaction, then index them in one embedding batch."""
+        """Store several episodes in one transaction with their vectors, then index them."""
         if not episodes:
             return 0
-        self.store.put_episodes(episodes)
         try:
-            self._index(episodes)
-        except Exception as e:  # the index is optional: SQLite has the data, sync() repairs later
-            self.last_index_error = f"{type(e).__name__}: {e}"
-            self._verified.difference_update({ep.env for ep in episodes})
-            self.index.forget()
-            log.warning(
-                "indexing %d episode(s) failed (%s); they are saved, and the index will catch up on the next "
-                "search or `selfevolve memory reindex`", len(episodes), self.last_index_error,
-            )
+            vectors: np.ndarray | None = self.embedder.encode([ep.summary_text() for ep in episodes])
+        except Exception as e:  # the embedder failed: keep the episodes, embed them when indexing catches up
+            vectors = None
+            self.keeper.last_error = describe(e)
+            log.warning("embedding %d episode(s) failed (%s); they are saved and get indexed later",
+                        len(episodes), self.keeper.last_error)
+        seqs = self.store.put_episodes(episodes, vectors)
+        if vectors is not None:
+            self.keeper.index_new(episodes, vectors, seqs)
         return len(episodes)
-
-    def _index(self, episodes: list[Episode]) -> None:
-        by_env: dict[str, list[Episode]] = {}
-        for ep in episodes:
-            by_env.setdefault(ep.env, []).append(ep)
-        for env, eps in by_env.items():
-            vectors = self.embedder.encode([ep.summary_text() for ep in eps])
-            self.index.upsert(env, [ep.id for ep in eps], vectors, [_metadata(ep) for ep in eps])
-            self.store.mark_indexed([ep.id for ep in eps])
 
     # ----- reading -----
     def get(self, episode_id: str) -> Episode:
@@ -200,36 +183,18 @@ class ExperienceLibrary:
 
     # ----- the index -----
     def sync(self, env: str | None = None, progress: Progress | None = None) -> int:
-        """Bring the index up to date with SQLite; returns how many episodes were (re)indexed."""
-        envs = [env] if env is not None else self.store.envs()
-        done = 0
-        with self._sync_lock:
-            for name in envs:
-                if name not in self._verified:  # once per process and env: a full count of both sides
-                    total, indexed = self.store.index_counts(name).get(name, (0, 0))
-                    in_index = self.index.count(name)
-                    if in_index < indexed or in_index > total:
-                        log.warning("index of %r holds %d vectors, SQLite %d: rebuilding it", name, in_index, total)
-                        self.store.reset_indexed(name)
-                        self.index.drop(name)
-                if self.store.count(env=name, unindexed_only=True):  # an index lookup: cheap every search
-                    for page in self.store.iter_pages(PAGE, unindexed_only=True, env=name):
-                        self._index(page)
-                        done += len(page)
-                        if progress:
-                            progress(len(page))
-                self._verified.add(name)
-        return done
+        """Bring the index up to date with SQLite (owner only); returns how many episodes were (re)indexed."""
+        return self.keeper.sync(env, progress)
 
-    def reindex(self, env: str | None = None, progress: Progress | None = None) -> int:
-        """Drop and rebuild the index (of one env) from SQLite; returns the number of episodes indexed."""
-        envs = [env] if env is not None else self.store.envs()
-        with self._sync_lock:
-            for name in envs:
-                self.store.reset_indexed(name)
-                self.index.drop(name)
-                self._verified.discard(name)
-        return self.sync(env, progress=progress)
+    def reindex(self, env: str | None = None, progress: Progress | None = None, *, wait_s: float = 30.0,
+                reembed: bool = False) -> int:
+        """Drop and rebuild the index (of one env) from SQLite's vectors (``reembed``: embed again first);
+        waits up to ``wait_s`` for another owner to finish (:class:`IndexBusy` after that)."""
+        if reembed:
+            if not self.keeper.try_own(force=True, wait_s=wait_s):
+                return self.keeper.reindex(env, progress, wait_s=0)  # raises IndexBusy naming the owner
+            self.store.clear_vectors(env)
+        return self.keeper.reindex(env, progress, wait_s=wait_s)
 
     def search(
         self, text: str, env: str | None = None, success: bool | None = None, k: int = 5,
@@ -241,7 +206,7 @@ class ExperienceLibrary:
         if not envs:
             return []
         for name in envs:
-            self.sync(name)
+            self.keeper.sync(name)
         vector = self.embedder.encode([text])[0]
         return self.search_vector(vector, env, success, k, model_version, first_success=first_success, since=since)
 
@@ -249,51 +214,21 @@ class ExperienceLibrary:
         self, vector: np.ndarray, env: str | None = None, success: bool | None = None, k: int = 5,
         model_version: str | None = None, *, first_success: bool | None = None, since: float | None = None,
     ) -> list[SearchHit]:
-        """Like :meth:`search` with a precomputed unit vector, and no repair pass."""
+        """Like :meth:`search` with a precomputed unit vector, and no catch-up pass first."""
         envs = [env] if env is not None else self.store.envs()
-        where = where_filter(success=success, first_success=first_success, model_version=model_version, since=since)
-        matches = []
-        for name in envs:
-            try:
-                matches.extend(self.index.query(name, vector, k, where))
-            except CollectionMissing:
-                if self.store.count(env=name) == 0:
-                    continue
-                log.warning("the index has no collection for %r: rebuilding it from SQLite", name)
-                self.reindex(name)
-                matches.extend(self.index.query(name, vector, k, where))
-            except Exception as e:  # a broken collection: rebuild it from SQLite, then ask once more
-                log.warning("searching the index of %r failed (%s); rebuilding it from SQLite", name, e)
-                self.index.forget(name)
-                self.reindex(name)
-                matches.extend(self.index.query(name, vector, k, where))
-        matches.sort(key=lambda m: -m.score)
-        return [
-            SearchHit(
-                episode_id=m.id, score=m.score, env=str(m.metadata.get("env", "")),
-                success=bool(m.metadata.get("success")), first_success=bool(m.metadata.get("first_success")),
-                model_version=str(m.metadata.get("model_version", "")), hint=str(m.metadata.get("hint", "")),
-                created_at=float(m.metadata.get("created_at", 0.0)), task_id=str(m.metadata.get("task_id", "")),
-                split=str(m.metadata.get("split", "")),
-            )
-            for m in matches[:k]
-        ]
+        found = self.keeper.query(vector, envs, k, success=success, first_success=first_success,
+                                  model_version=model_version, since=since)
+        hits = [SearchHit.from_metadata(m.id, m.score, m.metadata) for m in found if isinstance(m, Match)]
+        pairs = [m for m in found if not isinstance(m, Match)]
+        if pairs:  # from SQLite's vectors: the hit's fields come from the episode itself
+            eps = self.store.get_episodes([i for i, _ in pairs])
+            hits = [SearchHit.from_metadata(i, score, metadata(eps[i])) for i, score in pairs if i in eps]
+        return hits
 
     # ----- reports -----
     def index_status(self) -> dict[str, Any]:
-        """Per env: episodes in SQLite, vectors in the index, and how far behind the index is."""
-        envs: dict[str, Any] = {}
-        behind_total = 0
-        try:
-            for env, (total, indexed) in self.store.index_counts().items():
-                in_index = self.index.count(env)
-                behind = max(0, total - min(indexed, in_index))
-                behind_total += behind
-                envs[env] = {"episodes": total, "indexed": indexed, "in_index": in_index, "behind": behind}
-        except Exception as e:  # report an unreachable index, do not crash stats
-            return {"location": self.index.location, "status": f"unavailable: {e}", "behind": None, "envs": envs}
-        status = "in sync" if behind_total == 0 else f"behind by {behind_total}"
-        return {"location": self.index.location, "status": status, "behind": behind_total, "envs": envs}
+        """Per env: episodes in SQLite, vectors in the index (verified now), how far behind it is."""
+        return self.keeper.status()
 
     def self_reward_agreement(self, env: str | None = None) -> dict[str, dict[str, dict[str, Any]]]:
         """The generation–verification gap: ``{feedback_source: {model_version: row}}`` over attempts that
@@ -348,37 +283,11 @@ class ExperienceLibrary:
         **filters: Any,
     ) -> int:
         """Write matching episodes: ``jsonl`` (one Episode JSON a line) or ``hf`` (``datasets`` on disk)."""
-        path = Path(path)
         if format == "jsonl":
-            path.parent.mkdir(parents=True, exist_ok=True)
-            n = 0
-            tmp = path.with_name(path.name + ".partial")
-            with tmp.open("w", encoding="utf-8") as f:
-                for page in self.store.iter_pages(PAGE, **filters):
-                    f.writelines(ep.model_dump_json() + "\n" for ep in page)
-                    n += len(page)
-                    if progress:
-                        progress(len(page))
-            tmp.replace(path)
-            return n
+            return write_jsonl(Path(path), self.store.iter_pages(PAGE, **filters), progress)
         if format == "hf":
-            return self._export_hf(path, self.store.iter_pages(PAGE, **filters), progress)
+            return write_hf(Path(path), self.store.iter_pages(PAGE, **filters), progress)
         raise ValueError(f"unknown export format {format!r}: use 'jsonl' or 'hf'")
-
-    @staticmethod
-    def _export_hf(path: Path, pages: Iterable[list[Episode]], progress: Progress | None) -> int:
-        import datasets
-
-        parts = []
-        for page in pages:
-            parts.append(datasets.Dataset.from_list([training_row(ep) for ep in page]))
-            if progress:
-                progress(len(page))
-        if not parts:
-            raise ValueError("no episodes match the filters: nothing to export")
-        dataset = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-        dataset.save_to_disk(str(path))
-        return len(dataset)
 
     # ----- runs -----
     def start_run(self, run: Run) -> Run:
@@ -437,12 +346,15 @@ class ExperienceLibrary:
 
     # ----- lifetime -----
     def close(self) -> None:
-        """Release the SQLite connection and the Chroma client (idempotent)."""
+        """Index what is pending (if this process can own the index), seal it, release it and the SQLite
+        connection (idempotent)."""
         if self._closed:
             return
         self._closed = True
-        self.index.close()
-        self.store.close()
+        try:
+            self.keeper.close()
+        finally:
+            self.store.close()
 
     def __enter__(self) -> ExperienceLibrary:
         return self

@@ -9,7 +9,9 @@ Design decisions
   so recording the same episode again replaces it (no duplicates).
 - ``episodes.indexed`` is 0 until the vector index has the episode: the Chroma index can be *behind*
   SQLite (crash between the two writes, index unreachable) and :mod:`memory.library` repairs it.
-- ``meta.schema_version`` guards the layout; an older file is migrated, a newer one refused. Version 2
+- ``meta.schema_version`` guards the layout; an older file is migrated, a newer one refused
+  (:mod:`memory.schema`). Each episode's embedding is kept beside it (``vector``, float32 bytes, and
+  ``vseq``, a number that grows in commit order), so the index is rebuilt without re-embedding. Version 3
   adds ``episodes.purpose`` (train | eval, :attr:`memory.records.Episode.purpose`), filled from the
   ``metadata.purpose`` string earlier versions stored.
 
@@ -26,21 +28,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlite_utils
 
 from memory.records import Episode, ModelVersion, Run
+from memory.schema import SCHEMA_VERSION, SchemaError, migrate
+from memory.vectors import VectorColumns, _blob
 
-SCHEMA_VERSION = 2
-# Schema 1 -> 2: ``episodes.purpose`` (train | eval), filled from the metadata string schema 1 episodes carried.
-PURPOSE_STEP = (
-    "ALTER TABLE episodes ADD COLUMN purpose TEXT NOT NULL DEFAULT 'train'",
-    "UPDATE episodes SET purpose = 'eval' WHERE json_extract(episode_json, '$.metadata.purpose') = 'eval'",
-)
 FILTER_KEYS = ("env", "success", "first_success", "model_version", "run_id", "since", "purpose")
-
-
-class SchemaError(RuntimeError):
-    """The database file was written by a newer selfevolve."""
 
 
 def where_clause(
@@ -71,7 +66,7 @@ def where_clause(
     return (" WHERE " + " AND ".join(parts)) if parts else "", params
 
 
-class Store:
+class Store(VectorColumns):
     """Typed reads and atomic writes of episodes, runs and model versions. Thread-safe."""
 
     def __init__(self, path: str | Path) -> None:
@@ -84,76 +79,7 @@ class Store:
         self.db.execute("PRAGMA synchronous = NORMAL")  # durable under WAL except on power loss
         self._lock = threading.RLock()
         with self._lock:
-            self._migrate()
-
-    # ----- schema -----
-    def _migrate(self) -> None:
-        db = self.db
-        if "meta" not in db.table_names():
-            db["meta"].create({"key": str, "value": str}, pk="key", if_not_exists=True)
-        row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise SchemaError(
-                f"{self.path} has schema version {version}, this selfevolve knows {SCHEMA_VERSION}: "
-                "upgrade selfevolve (pip install -U selfevolve) or use another workspace."
-            )
-        if version == SCHEMA_VERSION:
-            return
-        db["episodes"].create(
-            {
-                "id": str, "run_id": str, "env": str, "task_id": str, "split": str, "question": str,
-                "model_version": str, "feedback_source": str, "success": int, "first_success": int,
-                "recovered": int, "n_attempts": int, "tokens": int, "created_at": float, "seconds": float,
-                "error": str, "episode_json": str, "indexed": int, "updated_at": float,
-            },
-            pk="id", not_null={"env", "episode_json"}, defaults={"indexed": 0}, if_not_exists=True,
-        )
-        self._add_purpose()
-        db["attempts"].create(
-            {
-                "id": str, "episode_id": str, "idx": int, "success": int, "reward": float, "answer": str,
-                "feedback_message": str, "has_reflection": int, "model_version": str, "tokens": int,
-                "attempt_json": str,
-            },
-            pk="id", foreign_keys=[("episode_id", "episodes", "id")], if_not_exists=True,
-        )
-        db["runs"].create(
-            {"id": str, "kind": str, "env": str, "model_version": str, "started_at": float,
-             "finished_at": float, "run_json": str},
-            pk="id", if_not_exists=True,
-        )
-        db["model_versions"].create(
-            {"id": str, "status": str, "parent": str, "method": str, "created_at": float,
-             "status_changed_at": float, "version_json": str},
-            pk="id", if_not_exists=True,
-        )
-        for table, cols in (
-            ("episodes", ["env", "created_at"]), ("episodes", ["env", "indexed"]), ("episodes", ["created_at"]),
-            ("episodes", ["model_version"]), ("episodes", ["run_id"]), ("attempts", ["episode_id", "idx"]),
-        ):
-            db[table].create_index(cols, if_not_exists=True)
-        db.execute(
-            "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [str(SCHEMA_VERSION)],
-        )
-
-    def _add_purpose(self) -> None:
-        """:data:`PURPOSE_STEP` in one transaction (all or nothing); skipped where the column exists (checked
-        again under the write lock: another process may have migrated the file meanwhile)."""
-        if "purpose" in self.db["episodes"].columns_dict:
-            return
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            columns = {row[1] for row in conn.execute("PRAGMA table_info(episodes)")}
-            for sql in () if "purpose" in columns else PURPOSE_STEP:
-                conn.execute(sql)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            migrate(conn, self.path)
 
     # ----- episodes: writes -----
     def put_episode(self, episode: Episode) -> None:
@@ -180,22 +106,31 @@ class Store:
         ]
         return row, attempt_rows
 
-    def put_episodes(self, episodes: list[Episode]) -> None:
-        """Insert or replace several episodes in one transaction (all or none)."""
+    def put_episodes(self, episodes: list[Episode], vectors: np.ndarray | None = None) -> list[int | None]:
+        """Insert or replace several episodes in one transaction (all or none); marks them not indexed.
+
+        ``vectors`` (one row per episode, or ``None`` when embedding failed) are stored with them; returns
+        each episode's ``vseq`` (``None`` without a vector), for :meth:`mark_indexed`."""
         cols = ("id, run_id, env, task_id, split, question, model_version, feedback_source, success, "
                 "first_success, recovered, n_attempts, tokens, created_at, seconds, error, episode_json, updated_at, "
                 "purpose")
         updates = ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in cols.split(",")[1:])
+        seqs: list[int | None] = []
         with self._lock:
             conn = self.db.conn
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for episode in episodes:
+                seq = self._max_seq(conn)
+                for i, episode in enumerate(episodes):
                     row, attempt_rows = self._rows(episode)
+                    blob = None if vectors is None else _blob(vectors[i])
+                    seq += blob is not None
+                    seqs.append(seq if blob is not None else None)
                     conn.execute(
-                        f"INSERT INTO episodes ({cols}, indexed) VALUES ({', '.join('?' * len(row))}, 0) "
-                        f"ON CONFLICT(id) DO UPDATE SET {updates}, indexed = 0",
-                        row,
+                        f"INSERT INTO episodes ({cols}, vector, vseq, indexed) VALUES ({', '.join('?' * len(row))}, "
+                        f"?, ?, 0) ON CONFLICT(id) DO UPDATE SET {updates}, vector = excluded.vector, "
+                        "vseq = excluded.vseq, indexed = 0",
+                        [*row, blob, seqs[-1]],
                     )
                     conn.execute("DELETE FROM attempts WHERE episode_id = ?", [episode.id])
                     conn.executemany(f"INSERT INTO attempts VALUES ({', '.join('?' * 11)})", attempt_rows)
@@ -203,15 +138,26 @@ class Store:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+        return seqs
 
-    def mark_indexed(self, ids: list[str], indexed: bool = True) -> None:
+    def mark_indexed(self, ids: list[str], seqs: list[int | None] | None = None) -> None:
+        """Mark episodes indexed; with ``seqs``, only if their vector is still that one (a row re-recorded
+        by another process meanwhile stays pending, so its new vector gets indexed too)."""
         with self._lock:
+            if seqs is not None:
+                conn = self.db.conn
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.executemany("UPDATE episodes SET indexed = 1 WHERE id = ? AND vseq IS ?",
+                                     list(zip(ids, seqs, strict=True)))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                return
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
-                self.db.execute(
-                    f"UPDATE episodes SET indexed = ? WHERE id IN ({', '.join('?' * len(chunk))})",
-                    [int(indexed), *chunk],
-                )
+                self.db.execute(f"UPDATE episodes SET indexed = 1 WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
 
     def reset_indexed(self, env: str | None = None) -> None:
         """Mark every episode (of ``env``) as not indexed, before a rebuild."""
@@ -239,6 +185,18 @@ class Store:
             data = json.loads(head)
             data["attempts"] = attempts[episode_id]
             out.append(Episode.model_validate(data))
+        return out
+
+    def get_episodes(self, ids: list[str]) -> dict[str, Episode]:
+        """The episodes with these ids (unknown ids are left out)."""
+        out: dict[str, Episode] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            with self._lock:
+                rows = self.db.execute(
+                    f"SELECT id, episode_json FROM episodes WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+                ).fetchall()
+            out.update((ep.id, ep) for ep in self._load(rows))
         return out
 
     def get_episode(self, episode_id: str) -> Episode:

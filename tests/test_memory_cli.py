@@ -92,7 +92,9 @@ def test_export_jsonl_and_hf(app, workspace: Path, tmp_path: Path) -> None:
 def test_reindex_after_losing_the_index(app, workspace: Path) -> None:
     shutil.rmtree(workspace / "chroma")
     code, output = run(app, "stats", "-w", str(workspace), "--json")
-    assert json.loads(output)["index"]["behind"] == 9
+    index = json.loads(output)["index"]
+    assert code == 0 and index["behind"] == 0 and "directory was deleted" in index["healed"][0]
+    assert sum(e["in_index"] for e in index["envs"].values()) == 9
     code, output = run(app, "reindex", "-w", str(workspace), "--json")
     assert code == 0, output
     assert json.loads(output) == {"reindexed": 9, "env": None, "index": "in sync"}

@@ -137,7 +137,7 @@ def test_schema_1_workspace_is_migrated_to_the_purpose_column(tmp_path: Path) ->
     conn.commit()
     conn.close()
     store = Store(db)
-    assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == "2"
+    assert store.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     assert dict(store.db.execute("SELECT id, purpose FROM episodes").fetchall()) == {
         make_episode(0).id: "train", old_eval.id: "eval"}
     assert [e.purpose for e in store.iter_episodes()] == ["train", "eval"]

@@ -58,6 +58,7 @@ def register(app: typer.Typer) -> None:
 @contextmanager
 def _library(workspace: Path | None, chroma_url: str | None) -> Iterator[ExperienceLibrary]:
     from memory.index import IndexUnavailable
+    from memory.keeper import IndexBusy
     from memory.library import ExperienceLibrary
     from memory.store import SchemaError
 
@@ -68,6 +69,8 @@ def _library(workspace: Path | None, chroma_url: str | None) -> Iterator[Experie
         fail(str(e))
     try:
         yield lib
+    except (IndexUnavailable, IndexBusy) as e:  # one line naming the fix, never a traceback
+        fail(str(e))
     finally:
         lib.close()
 
@@ -127,7 +130,8 @@ def stats_cmd(
         out.print(gap)
     status = stats["index"]["status"]
     hint = "" if status == "in sync" else " (run `selfevolve memory reindex`, or just search: it repairs)"
-    out.print(f"Index at {stats['index']['location']}: {status}{hint}", highlight=False)
+    out.print(f"Index at {stats['index']['location']}: {status}{hint}; verified {stats['index']['verified']}",
+              highlight=False)
 
 
 @memory_app.command("search")
@@ -216,13 +220,15 @@ def export_cmd(
 @memory_app.command("reindex")
 def reindex_cmd(
     env: str | None = EnvOption, workspace: Path | None = WorkspaceOption, chroma_url: str | None = ChromaOption,
+    wait: float = typer.Option(30.0, "--wait", min=0.0, help="Seconds to wait for another process that owns the index."),
+    reembed: bool = typer.Option(False, "--reembed", help="Embed every episode again (after changing the embedder)."),
     as_json: bool = JsonOption,
 ) -> None:
     """Rebuild the Chroma index from SQLite (the truth): after a crash, a corrupt index, or a new server."""
     with _library(workspace, chroma_url) as lib:
         total = lib.count(env=env)
         with _progress("indexing", total, as_json) as advance:
-            n = lib.reindex(env=env, progress=advance)
+            n = lib.reindex(env=env, progress=advance, wait_s=wait, reembed=reembed)
         status = lib.index_status()["status"]
     if as_json:
         print_json({"reindexed": n, "env": env, "index": status})
