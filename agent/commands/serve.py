@@ -32,7 +32,8 @@ def serve_cmd(
     api_key: str | None = typer.Option(None, "--api-key", envvar="SELFEVOLVE_API_KEY", show_envvar=True,
                                        help="Bearer token clients must send."),
     max_tokens_limit: int = typer.Option(2048, "--max-tokens-limit", min=1, help="Largest max_tokens a request may ask for."),
-    default_max_tokens: int = typer.Option(256, "--default-max-tokens", min=1, help="max_tokens when a request gives none."),
+    default_max_tokens: int | None = typer.Option(None, "--default-max-tokens", min=1,
+                                                  help="max_tokens when a request gives none [default: 256, at most the limit]."),
     max_body_kb: int = typer.Option(1024, "--max-body-kb", min=1, help="Largest request body, in KiB."),
     embedder: str = typer.Option("default", "--embedder", help="'default' (MiniLM) or python:<module>:<factory>."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level (debug, info, warning, error)."),
@@ -42,9 +43,10 @@ def serve_cmd(
 
     ws = resolve_workspace(workspace)
     try:
+        extra = {} if default_max_tokens is None else {"default_max_tokens": default_max_tokens}
         config = ServeConfig(workspace=ws, model=model, host=host, port=port, api_key=api_key,
-                             max_tokens_limit=max_tokens_limit, default_max_tokens=default_max_tokens,
-                             max_body_bytes=max_body_kb * 1024, embedder=embedder)
+                             max_tokens_limit=max_tokens_limit, max_body_bytes=max_body_kb * 1024, embedder=embedder,
+                             **extra)
     except ValidationError as e:
         fail("; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors()))
     if not config.loopback and config.api_key is None:

@@ -13,7 +13,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 API_KEY_ENV = "SELFEVOLVE_API_KEY"
 MODEL_ID = "selfevolve"
@@ -46,13 +46,14 @@ class ServeConfig(BaseModel):
             raise ValueError("the API key must not contain whitespace (clients send it as 'Bearer <key>')")
         return v
 
-    @field_validator("default_max_tokens")
-    @classmethod
-    def _default_tokens(cls, v: int, info) -> int:
-        limit = info.data.get("max_tokens_limit")
-        if limit is not None and v > limit:
-            raise ValueError(f"default_max_tokens ({v}) exceeds max_tokens_limit ({limit}); lower it or raise the limit")
-        return v
+    @model_validator(mode="after")
+    def _default_tokens(self) -> ServeConfig:
+        if self.default_max_tokens > self.max_tokens_limit:
+            if "default_max_tokens" in self.model_fields_set:
+                raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens_limit "
+                                 f"({self.max_tokens_limit}); lower it or raise the limit")
+            self.default_max_tokens = self.max_tokens_limit
+        return self
 
     @classmethod
     def from_env(cls, **values) -> ServeConfig:

@@ -91,8 +91,8 @@ class FeedbackRecorder:
 
     async def rate(self, req: FeedbackRequest) -> dict[str, Any]:
         async with self._lock:  # two ratings of one choice never race inside this process
+            req.verdict()  # a 400 before anything is looked up or written
             served = self._unrated(req)
-            req.verdict()  # a 400 before anything is written
             episode = build_episode(served, req, req.env or served.env or SERVED_ENV)
             env = episode.env
             await asyncio.to_thread(self.library.record, episode)
