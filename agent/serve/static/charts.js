@@ -1,5 +1,6 @@
 // Learning-curve charts in plain SVG: one chart per eval setting, x = model versions in registry order,
 // y = held-out accuracy; first try (solid) and final (dashed) with 95% interval bars. No libraries.
+(function () {
 "use strict";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -15,8 +16,8 @@ function pct(x) { return (100 * x).toFixed(1) + "%"; }
 
 function drawCurve(curve) {
   const pts = curve.points;
-  const W = Math.max(360, 90 + 70 * pts.length), H = 230;
-  const m = { l: 44, r: 16, t: 12, b: 52 };
+  const W = Math.max(380, 130 + 90 * pts.length), H = 230;
+  const m = { l: 48, r: 48, t: 12, b: 52 };
   const x = (i) => m.l + (pts.length === 1 ? (W - m.l - m.r) / 2 : i * (W - m.l - m.r) / (pts.length - 1));
   const y = (v) => m.t + (1 - v) * (H - m.t - m.b);
   const svg = svgEl("svg", { class: "curve", width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img",
@@ -65,3 +66,4 @@ function drawCurve(curve) {
 }
 
 window.drawCurve = drawCurve;
+})();

@@ -170,14 +170,14 @@ async function openEpisode(id, row) {
   const box = $("episode");
   try {
     const ep = await api(`/api/episodes/${encodeURIComponent(id)}`);
-    box.replaceChildren(
+    box.replaceChildren(...[
       el("h3", {}, ep.task.question),
       el("p", { class: "muted" }, verdict(ep.success), ` · ${ep.env} · version ${ep.model_version} · feedback from ${ep.feedback_source}` +
         ` · ${ep.tokens} tokens · ${when(ep.created_at)} · ${ep.id}`),
       ep.metadata && ep.metadata.comment ? el("p", {}, "user comment: ", el("q", {}, ep.metadata.comment)) : null,
       ep.retrieved_ids.length ? el("p", { class: "muted" }, `retrieved experiences: ${ep.retrieved_ids.join(", ")}`) : null,
       ep.error ? el("p", { class: "bad" }, `error: ${ep.error}`) : null,
-      ...ep.attempts.map(attempt));
+      ...ep.attempts.map(attempt)].filter((x) => x !== null));
   } catch (e) { if (!(e instanceof Unauthorized)) box.replaceChildren(el("p", { class: "bad" }, e.message)); }
 }
 
