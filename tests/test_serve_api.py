@@ -142,12 +142,12 @@ def test_feedback_turns_a_completion_into_an_episode_the_trainer_uses(server, li
 
     _, url, client = server
     r = client.chat.completions.create(model="selfevolve", messages=Q, n=2, temperature=0.8)
-    good = _rate(url, completion_id=r.id, index=0, success=True, comment="right, and short")
-    assert good.status_code == 200, good.text
+    good = client.post("/feedback", cast_to=object,  # the openai client's generic post, as docs/serve.md shows
+                       body={"completion_id": r.id, "index": 0, "success": True, "comment": "right, and short"})
     bad = _rate(url, completion_id=r.id, index=1, reward=-0.5)
     assert bad.status_code == 200 and bad.json()["success"] is False
     eps = {ep.metadata["choice"]: ep for ep in lib.episodes(env="served")}
-    assert set(eps) == {0, 1} and good.json()["episode_id"] == eps[0].id
+    assert set(eps) == {0, 1} and good["episode_id"] == eps[0].id and good["success"] is True
     ep = eps[0]
     assert ep.feedback_source == "user" and ep.model_version == "base" and ep.task.split == "train"
     assert ep.attempts[0].solve.messages == Q and ep.attempts[0].solve.output == r.choices[0].message.content

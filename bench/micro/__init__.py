@@ -1,0 +1,1 @@
+"""Micro-benchmarks: one component against its baseline (results in docs/benchmarks.md)."""
