@@ -37,6 +37,8 @@ def serve_cmd(
     max_body_kb: int = typer.Option(1024, "--max-body-kb", min=1, help="Largest request body, in KiB."),
     embedder: str = typer.Option("default", "--embedder", help="'default' (MiniLM) or python:<module>:<factory>."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level (debug, info, warning, error)."),
+    allow_no_key: bool = typer.Option(False, "--allow-no-key", help="Serve a non-loopback --host without an API key "
+                                      "(only behind a proxy that authenticates)."),
 ) -> None:
     """Serve the agent's current model over the OpenAI API (following promotions) with a dashboard at /."""
     from agent.serve import ServeConfig
@@ -49,9 +51,9 @@ def serve_cmd(
                              **extra)
     except ValidationError as e:
         fail("; ".join(f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}" for err in e.errors()))
-    if not config.loopback and config.api_key is None:
+    if not config.loopback and config.api_key is None and not allow_no_key:
         fail(f"--host {host} exposes the API beyond this machine without a key: pass --api-key KEY "
-             "(or set SELFEVOLVE_API_KEY), or bind 127.0.0.1")
+             "(or set SELFEVOLVE_API_KEY), or bind 127.0.0.1 (--allow-no-key if a proxy authenticates)")
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(asctime)s %(name)s %(message)s")
     app = _build(config)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -65,10 +67,14 @@ def serve_cmd(
 
 def _build(config):
     """Load the library and the serving policy; expected failures become one error line."""
+    from agent.policy.base import parse_model_spec
     from agent.serve.app import create_app
-    from trainer.models import ModelNotFoundError
+    from trainer.models import ModelNotFoundError, resolve_model_path
 
     try:
+        spec = parse_model_spec(config.model)  # a typo fails before anything heavy is loaded
+        if spec.backend == "transformers" and spec.path != "default":
+            resolve_model_path(spec.path)
         with console.status(f"loading {config.model} and the workspace's serving version..."):
             return create_app(config)
     except (ValueError, KeyError, ModelNotFoundError, FileNotFoundError, ImportError, OSError) as e:

@@ -68,7 +68,8 @@ def create_app(config: ServeConfig, *, policy: Any = None, library: Any = None) 
         if owns_library:
             library.close()
 
-    app = FastAPI(title="selfevolve", version="0.1.0", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    # No /docs: FastAPI's Swagger page loads from a CDN, and this server works offline.
+    app = FastAPI(title="selfevolve", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.serve = state
     errors.install(app)
     app.include_router(openai_routes.router())

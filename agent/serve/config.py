@@ -10,7 +10,6 @@ would notice (``temperature`` 1.0, ``top_p`` 1.0); ``max_tokens`` defaults to ``
 from __future__ import annotations
 
 import ipaddress
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -54,13 +53,6 @@ class ServeConfig(BaseModel):
                                  f"({self.max_tokens_limit}); lower it or raise the limit")
             self.default_max_tokens = self.max_tokens_limit
         return self
-
-    @classmethod
-    def from_env(cls, **values) -> ServeConfig:
-        """Like the constructor, with ``api_key`` falling back to ``$SELFEVOLVE_API_KEY``."""
-        if values.get("api_key") is None:
-            values["api_key"] = os.environ.get(API_KEY_ENV) or None
-        return cls(**values)
 
     @property
     def loopback(self) -> bool:

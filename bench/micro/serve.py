@@ -129,7 +129,7 @@ async def measure(args, policy, url: str) -> list[dict]:
 
 def table(rows: list[dict], args) -> str:
     lines = [
-        f"## Serving: `selfevolve serve` over HTTP vs the engine in-process (`bench/micro/serve.py`)\n",
+        "## Serving: `selfevolve serve` over HTTP vs the engine in-process (`bench/micro/serve.py`)\n",
         f"Model `{args.model}`, torch threads {args.threads or os.cpu_count()} per side, greedy, ≤{args.max_tokens} new "
         "tokens, arithmetic prompts; each client sends its requests "
         f"one after another; median requests/s of {args.repeats} alternating repeats, latency percentiles over every "
