@@ -71,7 +71,7 @@ async def summary(request: Request) -> dict[str, Any]:
 
     def build() -> dict[str, Any]:
         lib = st.library
-        envs = lib.stats()["envs"]
+        envs = insights.env_table(lib)
         serving = lib.serving_version()
         return {
             "serving_version": serving.id, "policy_version": st.policy.version, "model": st.config.model,

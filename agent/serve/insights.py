@@ -70,6 +70,23 @@ def newest_episodes(library: Any, limit: int, **filters: Any) -> list[Any]:
     return list(reversed(found))[:limit]
 
 
+def env_table(library: Any) -> dict[str, dict[str, Any]]:
+    """Per env: episodes, first-try / final accuracy, recovered — from COUNT queries (the dashboard polls it;
+    ``library.stats()`` also re-reads every self-reward episode, which grows with served feedback)."""
+    status = library.index_status()  # per-env SQLite counts (plus the index's, which we do not need here)
+    envs = status.get("envs") or {} if status.get("behind") is not None else library.stats()["envs"]
+    out = {}
+    for env in sorted(envs):
+        n = library.count(env=env)
+        if not n:
+            continue
+        first, final = library.count(env=env, first_success=True), library.count(env=env, success=True)
+        both = library.count(env=env, success=True, first_success=True)
+        out[env] = {"episodes": n, "first_successes": first, "successes": final, "recovered": final - both,
+                    "first_try_accuracy": first / n, "final_accuracy": final / n}
+    return out
+
+
 def episode_row(ep: Any, score: float | None = None) -> dict[str, Any]:
     question = ep.task.question
     return {"id": ep.id, "env": ep.env, "model_version": ep.model_version, "created_at": ep.created_at,
