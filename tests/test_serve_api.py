@@ -192,10 +192,10 @@ def test_retrieval_puts_past_successes_into_the_prompt(server, lib, ws):
     past = make_episode(2, env="arithmetic")  # "What is 12 + 24?", solved
     lib.record(past)
     msgs = [{"role": "user", "content": "What is 12 + 25?"}]
-    r = client.chat.completions.create(model="selfevolve", messages=msgs, extra_body={"retrieve": 2, "env": "arithmetic"})
+    r = client.chat.completions.create(model="selfevolve", messages=msgs, extra_body={"retrieve": 2, "env": "arithmetic:digits=1"})
     assert r.model_extra["selfevolve"]["retrieved_ids"] == [past.id]
     row = ServedStore(ws / "served.db").get(r.id)
-    assert row.request_messages == msgs and row.env == "arithmetic"
+    assert row.request_messages == msgs and row.env == "arithmetic"  # digits=1 is the default: the env's own spec
     assert "Solved examples" in row.prompt_messages[-1]["content"] and "12 + 24" in row.prompt_messages[-1]["content"]
     plain = client.chat.completions.create(model="selfevolve", messages=msgs)
     assert plain.model_extra["selfevolve"]["retrieved_ids"] == []  # off by default

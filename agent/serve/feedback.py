@@ -20,6 +20,7 @@ What the trainer's dataset builders (trainer/datasets.py) need, and what the epi
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
@@ -39,6 +40,7 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=64)
 def _environment(spec: str) -> Any | None:
     """The registered environment named ``spec``, or None (``served``, or a name nobody registered)."""
     if spec == SERVED_ENV:
@@ -49,6 +51,13 @@ def _environment(spec: str) -> Any | None:
         return get_environment(spec)
     except (KeyError, ValueError, ImportError):
         return None
+
+
+def canonical_env(name: str) -> str:
+    """A registered environment's own spec (``arithmetic:digits=1`` is ``arithmetic``: defaults drop out),
+    so episodes and retrieval filters use the name the agent records; other names stay as given."""
+    environment = _environment(name)
+    return environment.spec if environment is not None else name
 
 
 def build_episode(served: ServedCompletion, req: FeedbackRequest, env: str) -> Episode:

@@ -33,6 +33,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent.policy.base import Completion, SamplingParams
 from agent.serve.errors import ApiError, error_body
+from agent.serve.feedback import canonical_env
 from agent.serve.schemas import ChatRequest, FeedbackRequest, parse
 from agent.serve.state import ServeState, require_key
 from agent.serve.store import ServedCompletion
@@ -84,6 +85,8 @@ async def chat_completions(request: Request) -> Any:
 async def _retrieve(st: ServeState, req: ChatRequest) -> tuple[list[dict[str, str]], list[str]]:
     from memory.embed import EmbedderUnavailable
 
+    if req.env is not None:
+        req.env = canonical_env(req.env)  # the env as episodes record it, for the filter and for feedback
     try:
         return await st.engine.retrieve(req.chat(), req.retrieve, req.env)
     except EmbedderUnavailable as e:
