@@ -14,6 +14,7 @@ and the order flips every repeat; we report the median requests/s over repeats a
 over every request of a side.
 
     python -m bench.micro.serve                                     # embedded model, 1/8/32 clients
+    python -m bench.micro.serve --threads 1,2 --repeats 3           # both torch-thread settings, one after the other
     python -m bench.micro.serve --model hf:/tmp/tiny --clients 1,8 --repeats 1 --no-write
 """
 
@@ -130,21 +131,37 @@ async def measure(args, policy, url: str) -> list[dict]:
 def table(rows: list[dict], args) -> str:
     lines = [
         "## Serving: `selfevolve serve` over HTTP vs the engine in-process (`bench/micro/serve.py`)\n",
-        f"Model `{args.model}`, torch threads {args.threads or os.cpu_count()} per side, greedy, ≤{args.max_tokens} new "
-        "tokens, arithmetic prompts; each client sends its requests "
+        f"Model `{args.model}`, greedy, ≤{args.max_tokens} new tokens, arithmetic prompts; each client sends its requests "
         f"one after another; median requests/s of {args.repeats} alternating repeats, latency percentiles over every "
         "request. Target: server ≥ 0.9× direct at 32 clients.\n",
-        "| clients | requests | direct req/s | server req/s | server/direct | direct p50 / p95 (s) | server p50 / p95 (s) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| torch threads | clients | requests | direct req/s | server req/s | server/direct | direct p50 / p95 (s) "
+        "| server p50 / p95 (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         mark = (" ✅" if r["ratio"] >= 0.9 else " ❌") if r["clients"] == 32 else ""
-        lines.append(f"| {r['clients']} | {r['requests']} | {r['direct_rps']:.2f} | {r['server_rps']:.2f} | "
+        lines.append(f"| {r['threads']} | {r['clients']} | {r['requests']} | {r['direct_rps']:.2f} | {r['server_rps']:.2f} | "
                      f"**{r['ratio']:.2f}×**{mark} | {r['direct_p50']:.2f} / {r['direct_p95']:.2f} | "
                      f"{r['server_p50']:.2f} / {r['server_p95']:.2f} |")
     lines.append("\nBoth sides batch through the same micro-batcher settings (window 5 ms, ≤32 per batch); the server "
                  "also keeps every completion in served.db and reads the serving version from SQLite per request.")
     return "\n".join(lines)
+
+
+def run_setting(args, threads: int, policy) -> list[dict]:
+    """Both sides at ``threads`` torch threads: this process's, and a server started with it."""
+    import torch
+
+    os.environ["SELFEVOLVE_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        proc = start_server(args.model, Path(tmp) / "ws", args.port)
+        try:
+            rows = asyncio.run(measure(args, policy, f"http://127.0.0.1:{args.port}"))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    return [{**r, "threads": threads} for r in rows]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,20 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-tokens", type=int, default=32)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--port", type=int, default=8765)
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch threads of both sides ($SELFEVOLVE_THREADS; 0 = the engine's default, all cores).")
+    p.add_argument("--threads", type=lambda s: [int(x) for x in s.split(",")], default=[0],
+                   help="torch threads of both sides, one setting after another ($SELFEVOLVE_THREADS; 0 = all cores).")
     p.add_argument("--no-write", action="store_true", help="Print the table; leave docs/benchmarks.md alone.")
     args = p.parse_args(argv)
-    if args.threads:
-        os.environ["SELFEVOLVE_THREADS"] = str(args.threads)  # this process and the server it starts
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        proc = start_server(args.model, Path(tmp) / "ws", args.port)
-        policy = load_policy(args.model, window_ms=5.0, max_batch_size=32)
-        try:
-            rows = asyncio.run(measure(args, policy, f"http://127.0.0.1:{args.port}"))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=60)
+    policy = load_policy(args.model, window_ms=5.0, max_batch_size=32)  # the server's batcher settings
+    rows = [row for threads in args.threads for row in run_setting(args, threads or os.cpu_count() or 1, policy)]
     body = table(rows, args)
     print(body)
     if not args.no_write:
