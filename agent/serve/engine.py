@@ -146,7 +146,8 @@ class Engine:
             try:
                 return await self.policy.generate([chat], params)
             except ValueError as e:  # the backend's input checks (e.g. the context length)
-                raise ApiError(400, str(e), param="messages", code="context_length_exceeded") from None
+                code = "context_length_exceeded" if "context" in str(e) else "invalid_request"
+                raise ApiError(400, str(e), param="messages", code=code) from None
 
     async def retrieve(self, chat: Chat, k: int, env: str | None) -> tuple[Chat, list[str]]:
         """``chat`` with up to ``k`` similar past successes in its last user message, and their ids."""

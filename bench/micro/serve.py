@@ -148,12 +148,11 @@ def table(rows: list[dict], args) -> str:
     return "\n".join(lines)
 
 
-def run_setting(args, threads: int, policy) -> list[dict]:
-    """Both sides at ``threads`` torch threads: this process's, and a server started with it."""
-    import torch
-
+def run_setting(args, threads: int) -> list[dict]:
+    """Both sides at ``threads`` torch threads: a fresh engine here (its generate thread is created under
+    the setting) and a server started with ``$SELFEVOLVE_THREADS`` set to it."""
     os.environ["SELFEVOLVE_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
+    policy = load_policy(args.model, window_ms=5.0, max_batch_size=32)  # the server's batcher settings
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         proc = start_server(args.model, Path(tmp) / "ws", args.port)
         try:
@@ -161,6 +160,7 @@ def run_setting(args, threads: int, policy) -> list[dict]:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+            asyncio.run(policy.aclose())
     return [{**r, "threads": threads} for r in rows]
 
 
@@ -176,8 +176,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="torch threads of both sides, one setting after another ($SELFEVOLVE_THREADS; 0 = all cores).")
     p.add_argument("--no-write", action="store_true", help="Print the table; leave docs/benchmarks.md alone.")
     args = p.parse_args(argv)
-    policy = load_policy(args.model, window_ms=5.0, max_batch_size=32)  # the server's batcher settings
-    rows = [row for threads in args.threads for row in run_setting(args, threads or os.cpu_count() or 1, policy)]
+    rows = [row for threads in args.threads for row in run_setting(args, threads or os.cpu_count() or 1)]
     body = table(rows, args)
     print(body)
     if not args.no_write:
