@@ -79,10 +79,19 @@ async def summary(request: Request) -> dict[str, Any]:
             "versions": [{"id": v.id, "status": v.status, "method": v.method, "created_at": v.created_at,
                           "note": v.note} for v in lib.list_model_versions()],
             "server": {"uptime_s": _uptime(st), "completions": st.counters["completions"],
-                       "feedback": st.counters["feedback"], "auth": st.config.api_key is not None},
+                       "feedback": st.counters["feedback"], "auth": st.config.api_key is not None,
+                       "batches": _batches(st.policy)},
         }
 
     return await asyncio.to_thread(build)
+
+
+def _batches(policy: Any) -> dict[str, Any] | None:
+    """The micro-batcher's counts (backends that have one): how well concurrent requests were merged."""
+    stats = getattr(getattr(policy, "batcher", None), "stats", None)
+    if stats is None:
+        return None
+    return {"batches": stats.batches, "items": stats.items, "recent_sizes": list(stats.batch_sizes[-64:])}
 
 
 async def curves(request: Request) -> dict[str, Any]:

@@ -102,6 +102,15 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+async def batch_counts(side: str, policy, url: str) -> tuple[int, int]:
+    """(batches, items) the side's micro-batcher has run so far (the server reports its own in /api/summary)."""
+    if side == "direct":
+        return policy.batcher.stats.batches, policy.batcher.stats.items
+    async with httpx.AsyncClient(timeout=60) as http:
+        b = (await http.get(url + "/api/summary")).json()["server"]["batches"]
+    return b["batches"], b["items"]
+
+
 async def measure(args, policy, url: str) -> list[dict]:
     chats = prompts(256)
     for side in (lambda: run_direct(policy, chats, 1, 1, args.max_tokens), lambda: run_server(url, chats, 1, 1, args.max_tokens)):
@@ -111,12 +120,16 @@ async def measure(args, policy, url: str) -> list[dict]:
         per = requests_per_client(clients, args.requests)
         rps: dict[str, list[float]] = {"direct": [], "server": []}
         lat: dict[str, list[float]] = {"direct": [], "server": []}
+        merged = {"direct": [0, 0], "server": [0, 0]}  # batches, items
         for rep in range(args.repeats):
             order = ["direct", "server"] if rep % 2 == 0 else ["server", "direct"]
             for side in order:
                 run = run_direct(policy, chats, clients, per, args.max_tokens) if side == "direct" else \
                     run_server(url, chats, clients, per, args.max_tokens)
+                before = await batch_counts(side, policy, url)
                 wall, latencies = await run
+                after = await batch_counts(side, policy, url)
+                merged[side] = [merged[side][0] + after[0] - before[0], merged[side][1] + after[1] - before[1]]
                 rps[side].append(clients * per / wall)
                 lat[side].extend(latencies)
                 print(f"clients={clients} repeat={rep} {side}: {clients * per / wall:.2f} req/s "
@@ -124,6 +137,7 @@ async def measure(args, policy, url: str) -> list[dict]:
         rows.append({"clients": clients, "requests": clients * per, **{
             f"{s}_{k}": v for s in ("direct", "server") for k, v in (
                 ("rps", statistics.median(rps[s])), ("p50", pct(lat[s], .5)), ("p95", pct(lat[s], .95)))},
+            **{f"{s}_batch": merged[s][1] / max(merged[s][0], 1) for s in merged},
             "ratio": statistics.median(rps["server"]) / statistics.median(rps["direct"]),
             "pair_ratios": [a / b for a, b in zip(rps["server"], rps["direct"], strict=True)]})
     return rows
@@ -136,15 +150,15 @@ def table(rows: list[dict], args) -> str:
         f"one after another; median requests/s of {args.repeats} alternating repeats, latency percentiles over every "
         "request. Target: server ≥ 0.9× direct at 32 clients.\n",
         "| torch threads | clients | requests | direct req/s | server req/s | server/direct | per repeat (min–max) "
-        "| direct p50 / p95 (s) | server p50 / p95 (s) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| direct p50 / p95 (s) | server p50 / p95 (s) | mean batch direct / server |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         mark = (" ✅" if r["ratio"] >= 0.9 else " ❌") if r["clients"] == 32 else ""
         lines.append(f"| {r['threads']} | {r['clients']} | {r['requests']} | {r['direct_rps']:.2f} | {r['server_rps']:.2f} | "
                      f"**{r['ratio']:.2f}×**{mark} | {min(r['pair_ratios']):.2f}–{max(r['pair_ratios']):.2f} | "
                      f"{r['direct_p50']:.2f} / {r['direct_p95']:.2f} | "
-                     f"{r['server_p50']:.2f} / {r['server_p95']:.2f} |")
+                     f"{r['server_p50']:.2f} / {r['server_p95']:.2f} | {r['direct_batch']:.1f} / {r['server_batch']:.1f} |")
     lines.append("\nBoth sides batch through the same micro-batcher settings (window 5 ms, ≤32 per batch); the server "
                  "also keeps every completion in served.db and reads the serving version from SQLite per request. The "
                  "per-repeat ratios show how much of the spread is the shared machine's noise; on an oversubscribed CPU "
