@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import typer  # noqa: E402
 
-from agent.commands import daemon, engine, envs, evaluate, generate, memory, run, train  # noqa: E402
+from agent.commands import daemon, engine, envs, evaluate, generate, memory, run, serve, train  # noqa: E402
 
 app = typer.Typer(
     name="selfevolve",
@@ -27,7 +27,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-for module in (envs, generate, run, evaluate, memory, train, daemon, engine):
+for module in (envs, generate, run, evaluate, memory, train, daemon, engine, serve):
     module.register(app)
 
 
