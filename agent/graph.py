@@ -10,10 +10,11 @@ Conversation shape (the trainer relies on it, see memory/records.py):
 
     solve  = task prompt (+ retrieved hints in the last user message)
     reflect = solve.messages + [assistant: solve.output] + [user: REFLECT(feedback)]
-    retry  = reflect.messages + [assistant: reflection] + [user: RETRY]
+    retry  = [system] + [user: question + feedback + reflection + instruction]     (retry_design="fresh", default)
+           | reflect.messages + [assistant: reflection] + [user: RETRY]            (retry_design="conversation")
 
 The critique is a side conversation (solve.messages + answer + CRITIQUE); it is recorded but not fed
-back, so the retry prompt stays the R3 one. A wrong or malformed answer is data (``Feedback``) shown to
+back, so the retry sees only what ``retry_design`` gives it. A wrong or malformed answer is data (``Feedback``) shown to
 the reflect node; an exception from the policy or our code propagates to the runner.
 
     selfevolve run --env arithmetic --episodes 16
@@ -31,6 +32,7 @@ from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent import nodes
+from agent.prompts import RetryDesign
 from agent.policy.base import Policy, SamplingParams
 from environments import Environment, Feedback, Task
 from memory.protocol import Library
@@ -57,6 +59,12 @@ class EpisodeConfig(BaseModel):
     solve_tokens: int = Field(default=128, ge=1, description="Max new tokens of a solve or retry.")
     critique_tokens: int = Field(default=32, ge=1)
     reflect_tokens: int = Field(default=96, ge=1)
+    retry_design: RetryDesign = Field(
+        default="fresh",
+        description="What a retry sees: fresh = a new turn with the question, feedback and reflection but not the "
+        "failed answer (the default: 4.7% vs 0.4% recovery at 135M, docs/reflection.md); conversation = R3's same "
+        "conversation.",
+    )
     record: bool = Field(default=True, description="Write the episode to the experience library.")
 
     def params(self, node: str, seed: int | None = None) -> SamplingParams:

@@ -6,7 +6,9 @@ change. Conversation shapes (the trainer relies on them; see memory/records.py):
 
     solve   = task prompt (+ retrieved hints in the last user message)
     reflect = solve.messages + [assistant: solve.output] + [user: REFLECT(feedback)]
-    retry   = reflect.messages + [assistant: reflection] + [user: RETRY]
+    retry   = fresh (default): [system] + [user: question + feedback + reflection + answer instruction]
+              conversation (R3's): reflect.messages + [assistant: reflection] + [user: RETRY]
+    (either way the retry call records where the reflection sits: ModelCall.reflection_slot)
     critique (a side conversation, recorded, never fed back) = solve.messages + [assistant: answer] + [user: CRITIQUE]
 
 A wrong or malformed answer is data (``Feedback``) shown to the reflect node; an exception from the
@@ -28,7 +30,8 @@ if TYPE_CHECKING:
     from memory.protocol import Library
 
 
-async def _call(deps: GraphDeps, node: str, messages: list[dict[str, str]], seed: int | None) -> ModelCall:
+async def _call(deps: GraphDeps, node: str, messages: list[dict[str, str]], seed: int | None,
+                slot: prompts.Slot | None = None) -> ModelCall:
     start = time.perf_counter()
     [completion] = await deps.policy.generate([messages], deps.config.params(node, seed))
     return ModelCall(
@@ -40,6 +43,7 @@ async def _call(deps: GraphDeps, node: str, messages: list[dict[str, str]], seed
         finish_reason=completion.finish_reason,
         model_version=completion.model_version or deps.policy.version,
         latency_s=time.perf_counter() - start,
+        reflection_slot=slot,
     )
 
 
@@ -117,23 +121,25 @@ async def verify(deps: GraphDeps, state: EpisodeState) -> dict:
 async def reflect(deps: GraphDeps, state: EpisodeState) -> dict:
     attempts = list(state["attempts"])
     last = attempts[-1]
-    messages = [
-        *last.solve.messages,
-        {"role": "assistant", "content": last.solve.output},
-        {"role": "user", "content": prompts.REFLECT.format(feedback=last.feedback.message)},
-    ]
+    messages = prompts.reflect_messages(last.solve.messages, last.solve.output, last.feedback.message)
     call = await _call(deps, "reflect", messages, _seed(state, len(attempts) * 10 + 5))
     attempts[-1] = last.model_copy(update={"reflect": call})
     return {"attempts": attempts}
 
 
 async def retry(deps: GraphDeps, state: EpisodeState) -> dict:
-    reflect_call = state["attempts"][-1].reflect
-    if reflect_call is None:  # our bug, not the model's
+    """The next attempt, seeing what ``config.retry_design`` says (agent/prompts.py; measured in
+    docs/reflection.md): ``fresh`` = one new turn with the question, the feedback and the reflection."""
+    last = state["attempts"][-1]
+    if last.reflect is None:  # our bug, not the model's
         raise RuntimeError("retry reached without a reflection on the previous attempt")
-    instruction = prompts.RETRY.format(answer_instruction=deps.environment.answer_instruction).strip()
-    messages = [*reflect_call.messages, {"role": "assistant", "content": reflect_call.output}, {"role": "user", "content": instruction}]
-    call = await _call(deps, "retry", messages, _seed(state, len(state["attempts"]) * 10))
+    task = state["task"]
+    system = task.prompt[0].content if task.prompt and task.prompt[0].role == "system" else None
+    messages, slot = prompts.retry_messages(
+        deps.config.retry_design, last.reflect.messages, last.reflect.output, question=task.question, system=system,
+        feedback=last.feedback.message, answer_instruction=deps.environment.answer_instruction,
+    )
+    call = await _call(deps, "retry", messages, _seed(state, len(state["attempts"]) * 10), slot=slot)
     return {"solve": call, "critique": None, "verdict": None}
 
 

@@ -15,7 +15,7 @@ def node_of(chat: Chat) -> str:
         return "critique"
     if last.startswith("You tried to solve the problem above and failed."):
         return "reflect"
-    if last.startswith("Now try again"):
+    if last.startswith("Now try again") or "What to do differently: " in last:
         return "retry"
     return "solve"
 

@@ -23,10 +23,14 @@ def env():
     return get_environment("arithmetic:digits=2,answer_format=strict")
 
 
-async def test_wrong_then_reflect_then_right(env):
+@pytest.mark.parametrize("design", ["fresh", "conversation"])
+async def test_wrong_then_reflect_then_right(env, design):
+    from memory.records import put_reflection
+
     policy = ScriptedPolicy(wrong_then_right(value_of))
     tasks = env.sample(4, seed=1)
-    episodes, summary = await run_episodes(tasks, GraphDeps(policy, env, EpisodeConfig(retrieval=False)), concurrency=4)
+    cfg = EpisodeConfig(retrieval=False, retry_design=design)
+    episodes, summary = await run_episodes(tasks, GraphDeps(policy, env, cfg), concurrency=4)
     assert [e.task.id for e in episodes] == [t.id for t in tasks]
     assert summary.first_try_accuracy == 0.0 and summary.final_accuracy == 1.0 and summary.recovered_by_retry == 4
     assert summary.critique_agreement == 0.5  # claims CORRECT on the wrong first answer and the right retry
@@ -34,13 +38,26 @@ async def test_wrong_then_reflect_then_right(env):
         first, second = ep.attempts
         assert not first.feedback.success and second.feedback.success
         assert first.critique is not None and first.critique_verdict is True
-        # The R3 invariant the trainer relies on: retry = reflect prompt + reflection + retry instruction.
+        # The invariant the R3 trainer relies on: the retry holds the reflection at its recorded slot.
         assert first.reflect is not None
         assert second.solve.node == "retry"
-        assert second.solve.messages[:-1] == [*first.reflect.messages, {"role": "assistant", "content": first.reflect.output}]
+        i, a, b = second.solve.reflection_slot
+        assert second.solve.messages[i]["content"][a:b] == first.reflect.output
+        rebuilt = put_reflection(second.solve.messages, second.solve.reflection_slot, "NEW")
+        assert "NEW" in rebuilt[i]["content"] and first.reflect.output not in rebuilt[i]["content"]
+        if design == "conversation":  # R3's: the same conversation continues
+            assert second.solve.messages[:-1] == [*first.reflect.messages, {"role": "assistant", "content": first.reflect.output}]
+        else:  # one fresh turn: the question and the feedback, never the failed answer's text
+            assert len(second.solve.messages) == 2 and ep.task.question in second.solve.messages[1]["content"]
+            assert first.feedback.message in second.solve.messages[1]["content"]
+            assert first.solve.output not in second.solve.messages[1]["content"]
         assert first.reflect.messages[:-1] == [*first.solve.messages, {"role": "assistant", "content": first.solve.output}]
         assert first.feedback.message in first.reflect.messages[-1]["content"]
         assert first.solve.messages == ep.task.messages()
+    from trainer.datasets import reflection_dataset, retry_prompt
+
+    rows = reflection_dataset(episodes)  # the R3 dataset takes the graph's episodes of either design
+    assert len(rows) == 4 and all("NEW" in str(retry_prompt(r["retry_template"], r["retry_slot"], "NEW")) for r in rows)
 
 
 async def test_attempt_bound_and_no_critique(env):
