@@ -32,8 +32,8 @@ from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent import nodes
-from agent.prompts import RetryDesign
 from agent.policy.base import Policy, SamplingParams
+from agent.prompts import RetryDesign
 from environments import Environment, Feedback, Task
 from memory.protocol import Library
 from memory.records import Attempt, Episode, ModelCall, Purpose, new_id

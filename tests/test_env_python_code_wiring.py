@@ -12,7 +12,6 @@ from agent.graph import EpisodeConfig, GraphDeps
 from agent.runner import run_episodes
 from environments import get_environment
 from memory.library import ExperienceLibrary
-from tests.memory_factories import embedder  # noqa: F401  (fixture)
 from tests.scripted import ScriptedPolicy
 from trainer import datasets as D
 from trainer.rewards import EnvironmentReward

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainer.synthetic import make_episode, mixed_episodes, tasks
 from trainer import grpo, grpo_reflection
 from trainer.config import config_for
 from trainer.datasets import first_attempt_dataset, reflection_dataset
 from trainer.engine_sampling import merged_named_weights, wants_engine
 from trainer.rewards import HFGenerate, RetryReward, completion_text
-
+from trainer.synthetic import make_episode, mixed_episodes, tasks
 
 FAST = dict(report_to=[], save_strategy="no", warmup_steps=0, logging_steps=1, max_completion_length=8,
             retry_max_new_tokens=8, per_device_train_batch_size=4, num_generations=2, learning_rate=5e-2)

@@ -27,9 +27,9 @@ from collections import defaultdict
 
 from agent.graph import EpisodeConfig, GraphDeps
 from agent.policy import load_policy
+from agent.policy.chat import chat_prompt
 from agent.runner import run_episodes
 from environments import get_environment
-from agent.policy.chat import chat_prompt
 
 SPECS = {"transformers": "default", "transformers-bf16": "default", "vllm": "vllm:default"}
 OPTS = {"transformers": {"dtype": "float32"}, "transformers-bf16": {"dtype": "bfloat16"}, "vllm": {}}
