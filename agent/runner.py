@@ -35,6 +35,8 @@ class RunSummary:
     final_accuracy: float
     recovered_by_retry: int
     mean_attempts: float
+    retried: int  # episodes whose first attempt failed and that got a retry
+    retrieval_hits: int  # episodes shown at least one past success as a hint
     critique_agreement: float | None
     tokens: int
     completion_tokens: int
@@ -62,6 +64,8 @@ def summarize(episodes: list[Episode], errors: list[EpisodeError], seconds: floa
         first_try_accuracy=sum(e.first_success for e in episodes) / n if n else 0.0,
         final_accuracy=sum(e.success for e in episodes) / n if n else 0.0,
         recovered_by_retry=sum(e.recovered for e in episodes),
+        retried=sum(len(e.attempts) > 1 for e in episodes),
+        retrieval_hits=sum(bool(e.retrieved_ids) for e in episodes),
         mean_attempts=sum(len(e.attempts) for e in episodes) / n if n else 0.0,
         critique_agreement=(sum(v == s for v, s in verdicts) / len(verdicts)) if verdicts else None,
         tokens=sum(e.tokens for e in episodes),

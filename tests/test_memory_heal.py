@@ -23,6 +23,7 @@ from memory import health, index
 from memory.hnsw_check import check_dir
 from memory.keeper import IndexBusy
 from memory.lease import IndexLease
+from memory.schema import SCHEMA_VERSION
 from memory.library import ExperienceLibrary
 from memory.scan import VectorScan
 from memory.store import Store
@@ -256,7 +257,7 @@ def test_v1_workspace_is_migrated_and_embedded_once(tmp_path: Path) -> None:
         assert lib.count() == 3 and lib.store.count(unindexed_only=True) == 0  # embedded and indexed at open
         assert lib.search("What is 11 + 22?", env=ENV, k=1)[0].episode_id == "ep-arithmetic-addition-1"
     conn = sqlite3.connect(db)
-    assert conn.execute("SELECT value FROM meta").fetchone()[0] == "2"
+    assert conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
     assert conn.execute("SELECT count(*) FROM episodes WHERE vector IS NOT NULL").fetchone()[0] == 3
 
 

@@ -118,8 +118,8 @@ def test_kill_9_never_loses_or_tears_an_episode(tmp_path: Path) -> None:
     assert store.db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_schema_1_workspace_is_migrated_to_the_purpose_column(tmp_path: Path) -> None:
-    """A schema-1 file (no ``purpose`` column; evaluations tagged in metadata) opens as schema 2 with it filled."""
+def test_schema_2_workspace_is_migrated_to_the_purpose_column(tmp_path: Path) -> None:
+    """A schema-2 file (no ``purpose`` column; evaluations tagged in metadata) opens as schema 3 with it filled."""
     import sqlite3
 
     db = tmp_path / "old.db"
@@ -127,13 +127,13 @@ def test_schema_1_workspace_is_migrated_to_the_purpose_column(tmp_path: Path) ->
     old_eval = make_episode(1).model_copy(update={"metadata": {"purpose": "eval"}})
     store.put_episodes([make_episode(0), old_eval])
     store.close()
-    conn = sqlite3.connect(db)  # make it what schema 1 wrote: no column, no field in the stored JSON
+    conn = sqlite3.connect(db)  # make it what schema 2 wrote: no column, no field in the stored JSON
     for (eid, head) in conn.execute("SELECT id, episode_json FROM episodes").fetchall():
         data = json.loads(head)
         data.pop("purpose")
         conn.execute("UPDATE episodes SET episode_json = ? WHERE id = ?", [json.dumps(data), eid])
     conn.execute("ALTER TABLE episodes DROP COLUMN purpose")
-    conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
     store = Store(db)

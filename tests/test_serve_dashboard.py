@@ -26,6 +26,7 @@ from memory import ExperienceLibrary
 from tests.daemon_scripted import HashEmbedder
 from tests.memory_factories import make_episode
 from tests.serve_scripted import live_server, register_adapter_version
+from trainer.gate import TaskOutcome
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]'")
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
@@ -37,8 +38,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def _result(version: str, first: list[int], final: list[int]) -> EvalResult:
-    return EvalResult(env="arithmetic", version=version, n=len(first), seed=0, max_attempts=2,
-                      task_ids=[f"t{i}" for i in range(len(first))], first=first, final=final)
+    outcomes = {f"t{i}": TaskOutcome(bool(a), bool(b)) for i, (a, b) in enumerate(zip(first, final, strict=True))}
+    return EvalResult(env="arithmetic", version=version, n=len(first), seed=0, max_attempts=2, outcomes=outcomes)
 
 
 def populate(lib: ExperienceLibrary, ws: Path) -> str:

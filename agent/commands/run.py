@@ -165,7 +165,8 @@ def _print_summary(r: dict) -> None:
     table.add_row("episodes", str(n))
     table.add_row("first-try accuracy", f"{r['first_try_accuracy']:.1%} ({round(r['first_try_accuracy'] * n)}/{n})")
     table.add_row("final accuracy", f"{r['final_accuracy']:.1%} ({round(r['final_accuracy'] * n)}/{n})")
-    table.add_row("recovered by retry", str(r["recovered_by_retry"]))
+    table.add_row("recovered by retry", f"{r['recovered_by_retry']} of {r['retried']} retried failures")
+    table.add_row("retrieval hits", f"{r['retrieval_hits']} of {n} episodes shown a past success")
     if r["critique_agreement"] is not None:
         table.add_row("self-critique agrees with verifier", f"{r['critique_agreement']:.1%}")
     table.add_row("tokens (prompt+completion)", f"{r['tokens']:,}")
@@ -173,3 +174,6 @@ def _print_summary(r: dict) -> None:
     table.add_row("completion tokens/s", f"{r['completion_tokens_per_second']:.1f}")
     table.add_row("workspace", r["workspace"])
     out.print(table)
+    if r["retried"] and r["recovered_by_retry"] == 0:
+        out.print(f"No retry turned a failure into a success here ({r['retried']} tried): at 135M a retry recovers "
+                  "about 1 failure in 20 (docs/reflection.md).")
