@@ -104,7 +104,7 @@ def test_verdict_text_from_numbers(results):
     assert "**grpo-reflection** on `arithmetic:answer_format=strict`: base 20.0% → last version `v0002-grpo-reflection` 100.0%" in text
     assert "improved." in text
     assert "**sft** on `arithmetic:answer_format=strict`" in text and "did not beat the base" in text
-    assert "under 1.5B" in text and "for: sft" in text  # memory is not a weight-update method
+    assert "under 1.5B" not in text and "for: sft" in text  # memory is not a weight-update method
     assert "Forgetting: sft on `countdown`" in text
     R.add_round(results, "grpo", {**rec(1, "base", BASE_T, BASE_O, steps=0),
                                   "train": {"steps": 0, "seconds": 1.0, "skipped": "no episode with a failed first attempt"}})
@@ -167,3 +167,20 @@ def test_quick_run_end_to_end(tmp_path):
     before = (ws / "results.json").read_text()
     experiment.main([*argv, "--resume"])  # nothing left to do
     assert json.loads((ws / "results.json").read_text())["methods"] == json.loads(before)["methods"]
+
+
+def test_table_reports_recovery_by_retry(results):
+    results["base"][ENVS[0]]["final"] = [1, 1] + [0] * 6 + [1, 1]  # 2 of the 8 first-try failures recovered
+    assert "| 2/8 = 25.0% (" in report.table(results)
+
+
+def test_a_zero_reward_run_is_called_untested_not_a_finding(results):
+    """The R3 run that trained on an all-zero reward must not read as evidence about R3."""
+    for r in results["methods"]["grpo-reflection"]["rounds"]:
+        r["train"]["metrics"] = {"train/reward_mean": 0.0}
+    for r in results["methods"]["sft"]["rounds"]:
+        r["train"]["metrics"] = {"train/reward_mean": 0.3, "train/dynamic/zero_variance_share_mean": 0.6}
+    assert report.zero_signal_methods(results) == ["grpo-reflection"]
+    text = report.did_not_improve_text(results)
+    assert "grpo-reflection: every training step's reward was the same" in text and "did not test it" in text
+    assert "| sft | 1 | `v0001-sft` | 1 | 0.300 | 0.600 | – | – |" in report.signal_table(results)

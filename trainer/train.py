@@ -96,7 +96,9 @@ def _summarise(log_history: list[dict], n_rows: int, seconds: float) -> dict[str
     metrics: dict[str, float] = {"train_rows": n_rows, "train_seconds": round(seconds, 1)}
     steps = [h for h in log_history if "loss" in h]
     # "kl" is logged by TRL's GRPO when beta > 0; the daemon's collapse tripwire reads train/kl_*.
-    for key in ("reward", "retry_success_rate", "first_try_success", "loss", "rewards/accuracies", "kl"):
+    # dynamic/*: trainer.dynamic_sampling's per-step share of all-equal reward groups (R3's zero-gradient check).
+    for key in ("reward", "retry_success_rate", "first_try_success", "loss", "rewards/accuracies", "kl",
+                "dynamic/zero_variance_share", "dynamic/kept_groups", "dynamic/empty_steps"):
         values = [h[key] for h in steps if key in h]
         if values:
             metrics[f"train/{key}_mean"] = sum(values) / len(values)
@@ -187,6 +189,8 @@ def train(
     trainer.train(resume_from_checkpoint=True if resume else None)
     metrics = _summarise(trainer.state.log_history, len(run.dataset), time.time() - t0)
     metrics["steps"] = trainer.state.global_step
+    # Every step's logged numbers, for reports that show a curve (the registry keeps only the summary).
+    (run.run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
 
     def save(path: Path) -> None:
         trainer.model.save_pretrained(str(path))

@@ -11,6 +11,7 @@ from typing import Any
 
 from bench.experiments.common import mcnemar_p
 from bench.experiments.learning.results import DEFAULT_ENVS, FULL, METHODS, series, totals
+from trainer.gate import wilson
 
 
 def verdicts(results: dict[str, Any], alpha: float = 0.05) -> list[dict[str, Any]]:
@@ -53,12 +54,12 @@ def did_not_improve_text(results: dict[str, Any], alpha: float = 0.05) -> str:
     failed = sorted({v["method"] for v in vs if v["env"] == target and not v["improved"] and v["method"] != "memory"})
     text = "\n".join(lines) + "\n"
     if failed:
-        text += (
-            f"\nNo significant first-try gain on the target `{target}` for: {', '.join(failed)}. This is what the R3 "
-            "paper predicts at this size: it reports that models under 1.5B parameters failed to learn to reflect "
-            "at all (the embedded model has 135M), so a flat curve here is expected and is not evidence against the "
-            "method at 1.5B+ — see the recipe below.\n"
-        )
+        text += f"\nNo significant first-try gain on the target `{target}` for: {', '.join(failed)}.\n"
+    dead = zero_signal_methods(results)
+    if dead:
+        text += (f"\n{', '.join(dead)}: every training step's reward was the same for the whole group (zero-variance "
+                 "share 1.0, or mean reward 0), so the gradient was zero by construction — this run cannot tell "
+                 "whether the method works; it did not test it.\n")
     skipped = [(m, r["round"], r["train"]["skipped"]) for m, x in results["methods"].items() for r in x["rounds"]
                if r["train"].get("skipped")]
     for m, r, why in skipped:
@@ -75,8 +76,8 @@ def did_not_improve_text(results: dict[str, Any], alpha: float = 0.05) -> str:
 
 def table(results: dict[str, Any]) -> str:
     """Markdown table: one row per evaluated version per env."""
-    rows = ["| method | version | env | first try (95% CI) | final (95% CI) | compute min | tokens | train steps |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| method | version | env | first try (95% CI) | final (95% CI) | recovered by retry (95% CI) | compute min | "
+            "tokens | train steps |", "|---|---|---|---|---|---|---|---|---|"]
     for env in results["settings"]["envs"]:
         if env in results["base"]:
             rows.append(_row("(all)", "base", env, results["base"][env], {"seconds": 0, "tokens": 0, "steps": 0}))
@@ -89,9 +90,51 @@ def table(results: dict[str, Any]) -> str:
 
 def _row(method: str, version: str, env: str, ev: dict[str, Any], cum: dict[str, Any]) -> str:
     f, fl = ev["first_try_ci95"], ev["final_ci95"]
+    rec, failed = recovery(ev)
+    lo, hi = wilson(rec, failed)
+    recovered = f"{rec}/{failed} = {rec / failed:.1%} ({lo:.0%}–{hi:.0%})" if failed else "no failures"
     return (f"| {method} | `{version}` | `{env}` | {ev['first_try_accuracy']:.1%} ({f[0]:.0%}–{f[1]:.0%}) | "
-            f"{ev['final_accuracy']:.1%} ({fl[0]:.0%}–{fl[1]:.0%}) | {cum['seconds'] / 60:.1f} | {cum['tokens']:,} | "
-            f"{cum['steps']} |")
+            f"{ev['final_accuracy']:.1%} ({fl[0]:.0%}–{fl[1]:.0%}) | {recovered} | {cum['seconds'] / 60:.1f} | "
+            f"{cum['tokens']:,} | {cum['steps']} |")
+
+
+def recovery(ev: dict[str, Any]) -> tuple[int, int]:
+    """(first-try failures the retry solved, first-try failures) of one eval record.
+
+    >>> recovery({"first": [1, 0, 0, 0], "final": [1, 1, 0, 0]})
+    (1, 3)
+    """
+    pairs = list(zip(ev.get("first", []), ev.get("final", []), strict=True))
+    return sum(1 for a, b in pairs if not a and b), sum(1 for a, _ in pairs if not a)
+
+
+SIGNAL_KEYS = (("train/reward_mean", "mean reward"), ("train/dynamic/zero_variance_share_mean", "zero-variance share"),
+               ("train/dynamic/kept_groups_mean", "groups kept / step"), ("train/dynamic/empty_steps_mean", "empty steps"))
+
+
+def signal_table(results: dict[str, Any]) -> str:
+    """Per trained round: the reward the method trained on, and (GRPO family) the share of all-equal groups."""
+    rows = ["| method | round | version | steps | " + " | ".join(label for _, label in SIGNAL_KEYS) + " |",
+            "|---|---|---|---|" + "---|" * len(SIGNAL_KEYS)]
+    for method, m in results["methods"].items():
+        for r in m["rounds"]:
+            metrics = r["train"].get("metrics") or {}
+            if not r["train"].get("steps"):
+                continue
+            cells = [f"{metrics[k]:.3f}" if k in metrics else "–" for k, _ in SIGNAL_KEYS]
+            rows.append(f"| {method} | {r['round']} | `{r['version']}` | {r['train']['steps']} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def zero_signal_methods(results: dict[str, Any]) -> list[str]:
+    """GRPO-family methods whose every trained round had no reward variance (all-equal groups or reward 0)."""
+    dead = []
+    for method, m in results["methods"].items():
+        rounds = [(r["train"].get("metrics") or {}) for r in m["rounds"] if r["train"].get("steps")]
+        if rounds and all("train/reward_mean" in x for x in rounds) and all(
+                x.get("train/dynamic/zero_variance_share_mean", 0.0) >= 1.0 or x["train/reward_mean"] == 0 for x in rounds):
+            dead.append(method)
+    return dead
 
 
 def slug(env: str) -> str:
@@ -134,7 +177,7 @@ def write_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
 
 RECIPE = """## Recipe for a larger model on a GPU
 
-The R3 paper's gains start at 1.5B parameters. The same harness runs there; only the model spec and the
+The R3 paper reports its gains from 1.5B parameters up. The same harness runs there; only the model spec and the
 trainer settings change. Config (the paper's settings, `trainer.config.GPU_OVERRIDES` /
 `GPU_GRPO_OVERRIDES`, applied by `train(..., gpu=True)`):
 
@@ -195,9 +238,19 @@ tasks, any final number counts), if listed, tells a learned format apart from le
 
 {findings}## Results
 
+"Recovered by retry": of the held-out tasks the version got wrong on the first try, how many its second
+attempt (reflect + retry) solved.
+
 {table(results)}
 {imgs}
 
+## Training signal
+
+What each trained round was trained on (means over its steps, from the trainer's log): a GRPO group whose
+rewards are all equal has zero advantage and teaches nothing; with dynamic sampling (the default for the GRPO
+family) such groups are dropped and replaced, and the share of them in the first draw is logged.
+
+{signal_table(results)}
 ## What did not improve
 
 Verdict per method and env: the **last** version vs the base on first-try accuracy, exact one-sided McNemar

@@ -39,8 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     retrieval.add_argument("-n", type=int, default=160)
     retrieval.add_argument("--train", type=int, default=256, help="train tasks attempted once to fill the library")
     retrieval.add_argument("--model", default="default")
-    report = sub.add_parser("report", help="write docs/reflection.md from --out alone")
-    report.add_argument("--out", type=Path, default=Path("runs/reflection"))
+    report = sub.add_parser("report", help="write docs/reflection.md from the --out directories alone")
+    report.add_argument("--out", type=Path, action="append",
+                        help="a study directory (repeat for studies made with other settings; default runs/reflection)")
     report.add_argument("--doc", type=Path, default=Path("docs/reflection.md"))
     return ap
 
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         args.doc = Path("docs/reflection.md")
     from .report import write_report
 
-    print(write_report(args.out, args.doc))
+    outs = args.out if isinstance(args.out, list) else [args.out or Path("runs/reflection")]
+    print(write_report(outs, args.doc))
 
 
 if __name__ == "__main__":
