@@ -23,9 +23,9 @@ from memory import health, index
 from memory.hnsw_check import check_dir
 from memory.keeper import IndexBusy
 from memory.lease import IndexLease
-from memory.schema import SCHEMA_VERSION
 from memory.library import ExperienceLibrary
 from memory.scan import VectorScan
+from memory.schema import SCHEMA_VERSION
 from memory.store import Store
 from tests.daemon_scripted import HashEmbedder
 from tests.memory_factories import make_episode
