@@ -352,7 +352,7 @@ class Environment(ABC):
         the answer it can read put into the required form. It must not change *what* the answer is: the
         trainer re-verifies the result and keeps it only if it succeeds, and never uses this on held-out
         tasks. This is how the SFT method learns an answer format from responses that were right in
-        substance (``SelfEvolveSFTConfig.reformat_answers``; docs/learning.md).
+        substance (``SelfEvolveSFTConfig.reformat_answers``; docs/learning_format.md).
         """
         return None
 

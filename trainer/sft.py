@@ -30,7 +30,7 @@ def _needs(config: SelfEvolveSFTConfig | None) -> str:
 
 
 # LoRA SFT needs a larger step than GRPO: on 15 reformatted arithmetic rows, 16 steps at 1e-4 left the greedy
-# output unchanged (0/21 held-out answers tagged); 5e-4 gave 21/21 tagged (docs/learning.md).
+# output unchanged (0/21 held-out answers tagged); 5e-4 gave 21/21 tagged (docs/learning_format.md).
 @register_training_method(
     "sft", config_class=SelfEvolveSFTConfig, dataset=_rows, needs=_needs, continue_adapter=False,
     defaults=dict(max_length=512, completion_only_loss=True, learning_rate=5e-4),
