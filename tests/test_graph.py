@@ -33,6 +33,7 @@ async def test_wrong_then_reflect_then_right(env, design):
     episodes, summary = await run_episodes(tasks, GraphDeps(policy, env, cfg), concurrency=4)
     assert [e.task.id for e in episodes] == [t.id for t in tasks]
     assert summary.first_try_accuracy == 0.0 and summary.final_accuracy == 1.0 and summary.recovered_by_retry == 4
+    assert summary.retried == 4 and summary.retrieval_hits == 0  # retrieval off: no episode is shown a hint
     assert summary.critique_agreement == 0.5  # claims CORRECT on the wrong first answer and the right retry
     for ep in episodes:
         first, second = ep.attempts
