@@ -39,7 +39,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,12 @@ class Feedback(BaseModel):
         description="The pseudo-label a self-reward source judged against (majority: the normalised majority "
         "answer); None for the verifier and for sources without one (rubric, critique).",
     )
+
+    @field_validator("message", "answer", "label")
+    @classmethod
+    def _storable(cls, text: str | None) -> str | None:
+        """Self-reward sources quote model text: lone surrogates are replaced so the verdict can be stored."""
+        return None if text is None else clean_text(text)
 
     @classmethod
     def failure(cls, message: str, answer: str | None = None, reward: float = 0.0, **fields: Any) -> Feedback:
