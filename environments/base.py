@@ -139,6 +139,26 @@ class EnvConfig(BaseModel):
     )
 
 
+def validation_summary(error: ValidationError) -> str:
+    """A pydantic error in one line (``key: problem (got value)``; several joined by ``; ``), so a CLI error or
+    a log line stays one line.
+
+    >>> try:
+    ...     EnvConfig(eval_fraction=2, color="red")
+    ... except ValidationError as e:
+    ...     print(validation_summary(e))
+    eval_fraction: Input should be less than 1 (got 2); color: unknown option (got 'red')
+    """
+    parts = []
+    for err in error.errors():
+        what = "unknown option" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a check across fields: its message names them
+            parts.append(what)
+            continue
+        parts.append(f"{'.'.join(str(p) for p in err['loc'])}: {what} (got {repr(err['input'])[:60]})")
+    return "; ".join(parts).replace("\n", " ")
+
+
 BARE_FEEDBACK = "The answer is wrong."
 """The message of every failure under ``feedback_detail="bare"`` (R3's feedback says only that it failed)."""
 
@@ -237,7 +257,9 @@ class Environment(ABC):
             self.config = self.config_class(**options)
         except ValidationError as e:
             fields = ", ".join(self.config_class.model_fields)
-            raise ValueError(f"invalid options for environment {self.name!r}: {e}\nValid options: {fields}") from e
+            raise ValueError(
+                f"invalid options for environment {self.name!r}: {validation_summary(e)}. Valid options: {fields}"
+            ) from e
 
     # ----- the hooks -----
     @abstractmethod
