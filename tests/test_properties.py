@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from agent.cli import app
 from agent.daemon.config import ConfigError, parse_config
-from environments import get_environment
+from environments import Environment, Feedback, get_environment, register_environment
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NAMES = ["arithmetic", "countdown", "function_calling", "open_ended", "python_code", "nope", "", "arith metic"]
@@ -166,3 +166,92 @@ def test_regression_invalid_feedback_options_are_one_line():
     with pytest.raises(ValueError) as info:
         make_feedback_source("majority:k=0", get_environment("arithmetic"))
     assert "\n" not in str(info.value) and "k: " in str(info.value)
+
+
+FEEDBACK_SPECS = st.one_of(st.text(max_size=20), st.builds(
+    lambda name, opts: f"{name}:{opts}" if opts else name,
+    st.sampled_from(["majority", "rubric", "critique", "verifier", "nope", ""]),
+    st.lists(st.tuples(st.sampled_from(["k", "threshold", "temperature", "x"]), VALUES), max_size=2).map(
+        lambda items: ",".join(f"{k}={v}" for k, v in items))))
+
+
+@FAST
+@given(st.one_of(specs(), st.just("arithmetic")), FEEDBACK_SPECS, st.integers(-2, 12), st.sampled_from(["train", "eval", "x"]))
+def test_run_refuses_bad_options_before_loading_a_model(tmp_path_factory, spec, feedback, attempts, split):
+    """Only invalid combinations are run (a valid one would load the model): each is one ``error:`` line."""
+    from hypothesis import assume
+
+    from agent.feedback import make_feedback_source
+
+    try:
+        make_feedback_source(feedback, get_environment(spec))
+        valid = 1 <= attempts <= 10 and split != "x"
+    except (KeyError, ValueError):
+        valid = False
+    assume(not valid)
+    ws = tmp_path_factory.mktemp("ws")
+    result = runner.invoke(app, ["run", "--env", spec, "--feedback", feedback, "--max-attempts", str(attempts),
+                                 "--split", split, "-n", "1", "-w", str(ws)])
+    assert result.exit_code == 2, result.output
+    if not isinstance(result.exception, SystemExit):
+        raise result.exception
+    if result.output.startswith("error: "):
+        assert result.output.count("\n") == 1, result.output
+
+
+@FAST
+@given(st.one_of(st.text(max_size=60), daemon_dicts().map(lambda d: _toml(d))))
+def test_the_daemon_cli_reports_a_bad_config_without_a_traceback(tmp_path_factory, text):
+    from hypothesis import assume
+
+    from agent.daemon.config import load_config
+
+    path = tmp_path_factory.mktemp("cfg") / "daemon.toml"
+    path.write_text(text, encoding="utf-8", errors="replace")
+    try:
+        load_config(path)
+        assume(False)  # a valid config would start the daemon
+    except ConfigError:
+        pass
+    result = runner.invoke(app, ["daemon", "--config", str(path), "-w", str(path.parent / "ws")])
+    assert result.exit_code == 2 and result.output.startswith("error: "), result.output
+    assert "Traceback" not in result.output
+
+
+def _toml(data: dict) -> str:
+    """A small TOML writer for the generated configs (top-level keys first, then one table per section)."""
+    import json
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list) and v and isinstance(v[0], dict):
+            return "[" + ", ".join("{" + ", ".join(f"{k} = {json.dumps(x)}" for k, x in d.items()) + "}" for d in v) + "]"
+        return json.dumps(v)
+
+    top = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    tables = [f"[{k}]\n" + "\n".join(f"{kk} = {value(vv)}" for kk, vv in v.items()) for k, v in data.items() if isinstance(v, dict)]
+    return "\n".join(top + tables) + "\n"
+
+
+@register_environment("one_question_probe")
+class OneQuestion(Environment):
+    """A task space of one question: one split of it is empty."""
+
+    max_draws_per_task = 5
+
+    def generate(self, rng):
+        return "What is 1?", {"answer": "1"}, 0.0
+
+    def check(self, task, answer):
+        return Feedback.correct(answer) if answer == "1" else Feedback.failure("no")
+
+
+def test_regression_run_on_an_empty_split_is_a_one_line_error(tmp_path):
+    """Found while writing the run property: ``envs sample`` turned the empty-split RuntimeError into an error
+    line, ``run`` let it out as a traceback."""
+    env = get_environment("one_question_probe")
+    empty = "eval" if env.split_of("What is 1?") == "train" else "train"
+    result = runner.invoke(app, ["run", "--env", "one_question_probe", "--split", empty, "-n", "1", "-w", str(tmp_path)])
+    assert result.exit_code == 2 and result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+    assert isinstance(result.exception, SystemExit)

@@ -69,7 +69,10 @@ def run_cmd(
                                                   retrieval=retrieval, k=k, temperature=temperature, solve_tokens=max_tokens,
                                                   max_stored_chars=max_stored_chars)
     seed = random.randrange(1_000_000) if seed is None else seed
-    tasks = environment.sample(episodes, split=split, seed=seed)  # type: ignore[arg-type]
+    try:
+        tasks = environment.sample(episodes, split=split, seed=seed)  # type: ignore[arg-type]
+    except RuntimeError as e:  # a task space too small for this split: the message names the fix
+        fail(str(e))
     ws = resolve_workspace(workspace)
     run_config = {"model": model, "seed": seed, "split": split, "feedback": feedback, **config.model_dump()}
     purpose = "eval" if split == "eval" else "train"  # held-out tasks run on purpose are a measurement
