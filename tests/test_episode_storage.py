@@ -83,3 +83,16 @@ def test_cap_attempt_is_idempotent_and_keeps_the_first_cut_length():
     assert cap_attempt(once, 20) == once and cap_attempt(attempt, 1000) is attempt
     with pytest.raises(ValueError, match="max_stored_chars"):
         EpisodeConfig(max_stored_chars=10)
+
+
+def test_training_datasets_skip_episodes_with_cut_text():
+    """A cut output is not what the model wrote (and lacks its closing tag): never a training target."""
+    from trainer.datasets import first_attempt_dataset, sft_dataset
+    from trainer.synthetic import single_attempt_episode
+
+    env = get_environment("arithmetic")
+    task = env.sample(1)[0]
+    right = single_attempt_episode("arithmetic", task, f"<answer>{task.reference['value']}</answer>")
+    assert right.success and len(sft_dataset([right])) == 1
+    cut = right.model_copy(update={"attempts": [right.attempts[0].model_copy(update={"truncated": {"solve.output": 99_999}})]})
+    assert len(sft_dataset([cut])) == 0 and len(first_attempt_dataset([cut])) == 0
