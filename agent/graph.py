@@ -66,6 +66,11 @@ class EpisodeConfig(BaseModel):
         "conversation.",
     )
     record: bool = Field(default=True, description="Write the episode to the experience library.")
+    max_stored_chars: int = Field(
+        default=65_536, ge=1_024,
+        description="Longest text field (an output, a message, an answer) stored per attempt; longer ones are cut "
+        "to their head and named in Attempt.truncated. The verdict is reached on the whole text first.",
+    )
 
     def params(self, node: str, seed: int | None = None) -> SamplingParams:
         if node == "critique":

@@ -18,16 +18,19 @@ policy or our code propagates to the runner.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Literal
 
 from agent import prompts
 from environments import Task
-from memory.records import Attempt, Episode, ModelCall
+from memory.records import Attempt, Episode, ModelCall, cap_attempt
 
 if TYPE_CHECKING:
     from agent.graph import EpisodeConfig, EpisodeState, GraphDeps
     from memory.protocol import Library
+
+log = logging.getLogger(__name__)
 
 
 async def _call(deps: GraphDeps, node: str, messages: list[dict[str, str]], seed: int | None,
@@ -145,6 +148,11 @@ async def retry(deps: GraphDeps, state: EpisodeState) -> dict:
 
 async def record(deps: GraphDeps, state: EpisodeState) -> dict:
     task = state["task"]
+    attempts = [cap_attempt(a, deps.config.max_stored_chars) for a in state["attempts"]]
+    cut = sum(len(a.truncated) for a in attempts)
+    if cut:
+        log.warning("episode %s: %d text field(s) over max_stored_chars=%d were cut before storing (Attempt.truncated)",
+                    state["episode_id"], cut, deps.config.max_stored_chars)
     episode = Episode(
         id=state["episode_id"],
         run_id=state.get("run_id"),
@@ -152,7 +160,7 @@ async def record(deps: GraphDeps, state: EpisodeState) -> dict:
         task=task,
         model_version=deps.policy.version,
         feedback_source=deps.feedback.name if deps.feedback is not None else "verifier",
-        attempts=state["attempts"],
+        attempts=attempts,
         retrieved_ids=state.get("retrieved_ids", []),
         seconds=time.time() - state["started_at"],
         purpose=state.get("purpose", "train"),

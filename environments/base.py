@@ -39,7 +39,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,12 @@ class Feedback(BaseModel):
         "answer); None for the verifier and for sources without one (rubric, critique).",
     )
 
+    @field_validator("message", "answer", "label")
+    @classmethod
+    def _storable(cls, text: str | None) -> str | None:
+        """Self-reward sources quote model text: lone surrogates are replaced so the verdict can be stored."""
+        return None if text is None else clean_text(text)
+
     @classmethod
     def failure(cls, message: str, answer: str | None = None, reward: float = 0.0, **fields: Any) -> Feedback:
         return cls(reward=reward, success=False, message=message, answer=answer, **fields)
@@ -131,6 +137,26 @@ class EnvConfig(BaseModel):
     check_timeout_s: float = Field(
         default=10.0, gt=0.0, le=600.0, description="Seconds one answer's check may take; past it the answer scores 0."
     )
+
+
+def validation_summary(error: ValidationError) -> str:
+    """A pydantic error in one line (``key: problem (got value)``; several joined by ``; ``), so a CLI error or
+    a log line stays one line.
+
+    >>> try:
+    ...     EnvConfig(eval_fraction=2, color="red")
+    ... except ValidationError as e:
+    ...     print(validation_summary(e))
+    eval_fraction: Input should be less than 1 (got 2); color: unknown option (got 'red')
+    """
+    parts = []
+    for err in error.errors():
+        what = "unknown option" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        if not err["loc"]:  # a check across fields: its message names them
+            parts.append(what)
+            continue
+        parts.append(f"{'.'.join(str(p) for p in err['loc'])}: {what} (got {repr(err['input'])[:60]})")
+    return "; ".join(parts).replace("\n", " ")
 
 
 BARE_FEEDBACK = "The answer is wrong."
@@ -231,7 +257,9 @@ class Environment(ABC):
             self.config = self.config_class(**options)
         except ValidationError as e:
             fields = ", ".join(self.config_class.model_fields)
-            raise ValueError(f"invalid options for environment {self.name!r}: {e}\nValid options: {fields}") from e
+            raise ValueError(
+                f"invalid options for environment {self.name!r}: {validation_summary(e)}. Valid options: {fields}"
+            ) from e
 
     # ----- the hooks -----
     @abstractmethod

@@ -20,9 +20,10 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from environments import Feedback, Task
+from environments.base import clean_text
 
 NodeName = Literal["solve", "critique", "reflect", "retry", "grade"]
 Purpose = Literal["train", "eval"]
@@ -48,6 +49,18 @@ class ModelCall(BaseModel):
     reflection_slot: tuple[int, int, int] | None = Field(
         default=None, description="Retry calls: where the reflection sits in messages (index, start, end)."
     )
+
+    @field_validator("output")
+    @classmethod
+    def _storable_output(cls, text: str) -> str:
+        """Model text may hold lone surrogates, which UTF-8 (so SQLite, JSON) cannot encode: replaced, or
+        the whole episode could not be recorded."""
+        return clean_text(text)
+
+    @field_validator("messages")
+    @classmethod
+    def _storable_messages(cls, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [{key: clean_text(value) for key, value in m.items()} for m in messages]
 
 
 def put_reflection(messages: list[dict[str, str]], slot: tuple[int, int, int], reflection: str) -> list[dict[str, str]]:
@@ -90,6 +103,47 @@ class Attempt(BaseModel):
     ground_truth: Feedback | None = Field(
         default=None, description="Hidden verifier's verdict when feedback came from a self-reward source."
     )
+    truncated: dict[str, int] = Field(
+        default_factory=dict,
+        description="Text fields cut to the episode config's max_stored_chars when stored: field path (e.g. "
+        "'solve.output', 'reflect.messages[2].content') -> its length in characters before the cut. Empty: stored whole.",
+    )
+
+
+def cap_attempt(attempt: Attempt, limit: int) -> Attempt:
+    """``attempt`` with every model-derived text field cut to its first ``limit`` characters, each cut named
+    in ``truncated`` with its original length; the same object when nothing is longer.
+
+    Why: one huge answer is repeated by the feedback loop (the answer, the critique's and the reflection's
+    prompts, a conversation retry's prompt), so a 10 MB answer was stored ~20 times. The head is kept (the
+    question, the start of the answer); the verdict was reached on the whole text before the cut.
+    """
+    cut = dict(attempt.truncated)
+
+    def text(path: str, value: str | None) -> str | None:
+        if value is None or len(value) <= limit:
+            return value
+        cut.setdefault(path, len(value))
+        return value[:limit]
+
+    def call(name: str, c: ModelCall | None) -> ModelCall | None:
+        if c is None:
+            return None
+        messages = [{k: text(f"{name}.messages[{i}].{k}", v) or "" for k, v in m.items()} for i, m in enumerate(c.messages)]
+        return c.model_copy(update={"messages": messages, "output": text(f"{name}.output", c.output)})
+
+    def verdict(name: str, f: Feedback | None) -> Feedback | None:
+        if f is None:
+            return None
+        return f.model_copy(update={"message": text(f"{name}.message", f.message), "answer": text(f"{name}.answer", f.answer),
+                                    "label": text(f"{name}.label", f.label)})
+
+    update = {"solve": call("solve", attempt.solve), "critique": call("critique", attempt.critique),
+              "reflect": call("reflect", attempt.reflect), "answer": text("answer", attempt.answer),
+              "feedback": verdict("feedback", attempt.feedback), "ground_truth": verdict("ground_truth", attempt.ground_truth)}
+    if cut == attempt.truncated:
+        return attempt
+    return attempt.model_copy(update={**update, "truncated": cut})
 
 
 class Episode(BaseModel):

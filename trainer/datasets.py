@@ -62,10 +62,12 @@ def assistant(text: str) -> Messages:
 
 def _usable(ep: Episode, env: str | None) -> bool:
     """Train only on training-split tasks of experience episodes: held-out tasks and measurements
-    (``purpose == "eval"``) must never leak into the weights."""
+    (``purpose == "eval"``) must never leak into the weights; nor text cut when stored (``Attempt.truncated``),
+    which is not what the model wrote."""
     return (
         ep.error is None
         and bool(ep.attempts)
+        and not any(a.truncated for a in ep.attempts)
         and ep.task.split == "train"
         and ep.purpose == "train"
         and (env is None or ep.task.env == env or ep.env == env)

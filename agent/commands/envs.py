@@ -117,7 +117,10 @@ def check_cmd(
         except (OSError, ValueError) as e:
             fail(f"could not read a task from {task_file}: {e}")
     else:
-        task = env.sample(1, seed=seed)[0]
+        try:
+            task = env.sample(1, seed=seed)[0]
+        except RuntimeError as e:
+            fail(str(e))
     feedback = env.verify(task, text)
     if as_json:
         print_json({"task_id": task.id, **feedback.model_dump()})

@@ -54,6 +54,9 @@ def run_cmd(
     retrieval: bool = typer.Option(True, "--retrieval/--no-retrieval", help="Show similar past successes."),
     k: int = typer.Option(2, "-k", min=0, max=10, help="How many past successes to show."),
     max_tokens: int = typer.Option(128, "--max-tokens", min=1, help="Max new tokens per solve/retry."),
+    max_stored_chars: int = typer.Option(
+        65_536, "--max-stored-chars", min=1_024, help="Longest text field stored per attempt (longer: cut, marked truncated)."
+    ),
     feedback: str = typer.Option(
         "verifier", "--feedback", help="Reward source: verifier | majority[:k=4,threshold=0.6] | rubric | critique."
     ),
@@ -63,9 +66,13 @@ def run_cmd(
     if split not in ("train", "eval"):
         fail(f"--split must be train or eval, got {split!r}")
     environment, config, feedback_source = _setup(env, feedback, max_attempts=max_attempts, critique=critique,
-                                                  retrieval=retrieval, k=k, temperature=temperature, solve_tokens=max_tokens)
+                                                  retrieval=retrieval, k=k, temperature=temperature, solve_tokens=max_tokens,
+                                                  max_stored_chars=max_stored_chars)
     seed = random.randrange(1_000_000) if seed is None else seed
-    tasks = environment.sample(episodes, split=split, seed=seed)  # type: ignore[arg-type]
+    try:
+        tasks = environment.sample(episodes, split=split, seed=seed)  # type: ignore[arg-type]
+    except RuntimeError as e:  # a task space too small for this split: the message names the fix
+        fail(str(e))
     ws = resolve_workspace(workspace)
     run_config = {"model": model, "seed": seed, "split": split, "feedback": feedback, **config.model_dump()}
     purpose = "eval" if split == "eval" else "train"  # held-out tasks run on purpose are a measurement

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from environments import Environment, parse_spec
+from environments.base import validation_summary
 
 if TYPE_CHECKING:
     from agent.graph import FeedbackSource
@@ -124,7 +125,7 @@ def make_feedback_source(spec: str, environment: Environment, **options: Any) ->
         opts = cls.options_class(**merged)
     except ValidationError as e:
         valid = ", ".join(cls.options_class.model_fields) or "(none)"
-        raise ValueError(f"invalid options for feedback source {base!r}: {e}\nValid options: {valid}") from e
+        raise ValueError(f"invalid options for feedback source {base!r}: {validation_summary(e)}. Valid options: {valid}") from e
     check = getattr(cls, "check_environment", None)
     if check is not None:
         check(environment)  # fail now, not in the first episode
