@@ -46,9 +46,9 @@ def populate(lib: ExperienceLibrary, ws: Path) -> str:
     """Episodes, two evaluated versions (base → v0001 promoted), a daemon state; returns v0001's id."""
     for i in range(6):
         lib.record(make_episode(i, env="arithmetic", first_success=i % 2 == 0, success=i != 3))
-    store_result(lib, "base", _result("base", [1, 0, 0, 0, 1, 0, 0, 0], [1, 1, 0, 0, 1, 0, 0, 0]))
+    store_result(lib, _result("base", [1, 0, 0, 0, 1, 0, 0, 0], [1, 1, 0, 0, 1, 0, 0, 0]))
     v1 = register_adapter_version(lib, ws)
-    store_result(lib, v1.id, _result(v1.id, [1, 1, 1, 0, 1, 0, 1, 0], [1, 1, 1, 1, 1, 0, 1, 0]))
+    store_result(lib, _result(v1.id, [1, 1, 1, 0, 1, 0, 1, 0], [1, 1, 1, 1, 1, 0, 1, 0]))
     state = new_state()
     state.update(status="stopped", stop_reason="budget: cycles 1 >= 1", cycles_completed=1, serving_version=v1.id,
                  last_gate={"candidate": v1.id, "current": "base", "promote": True, "tripwire": None,
