@@ -37,6 +37,8 @@ from agent.daemon.config import DaemonConfig, load_plugin
 from agent.daemon.gate import GatePhase
 from agent.daemon.state import Bookkeeping, new_state
 from agent.daemon.training import StopTraining, TrainPhase
+from trainer import registry
+from trainer.crashpoints import crashpoint
 
 if TYPE_CHECKING:
     from agent.policy.base import Policy
@@ -115,6 +117,7 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
             self._wall_base = float(previous.get("wall_time_s", 0.0))
         self.state.update(status="running", stop_reason=None)
         self.sync_index()
+        self.recover_registry()
         self.policy = self.load_policy()
         if self.cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -130,6 +133,13 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
             return
         if repaired:
             self.event("index_repaired", episodes=repaired)
+
+    def recover_registry(self) -> None:
+        """Repair what a kill left in the model registry (orphan adapter dirs, .tmp-*, a half-done promote)
+        before anything asks for a version id; safe here because this process holds the workspace lock."""
+        rec = registry.recover(self.lib, self.workspace)
+        if not rec.empty():
+            self.event("registry_recovered", **vars(rec))
 
     def load_policy(self, version: str | None = None) -> Policy:
         # Every model spec form, python:<module>:<factory> plug-ins included, goes through load_policy.
@@ -206,6 +216,7 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
             self.save()
         if cur["phase"] == "gate" and not self.check_stop():
             await self.gate(cur)
+            crashpoint("gate.applied")
             cur["phase"] = "finish"
             self.save()
         if cur["phase"] == "finish":

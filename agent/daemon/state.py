@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.daemon import control
 from agent.daemon.config import DaemonConfig
+from trainer.crashpoints import crashpoint
 
 if TYPE_CHECKING:
     from agent.policy.base import Policy
@@ -90,6 +91,7 @@ class Bookkeeping:
         record = {"cycle": cur["cycle"], "run_id": cur["run_id"], "seconds": round(time.time() - cur["started_at"], 1),
                   "serving_version": self.policy.version, **cur.get("record", {})}
         self.lib.finish_run(cur["run_id"], record)
+        crashpoint("cycle.finishing")
         st = self.state
         st["history"] = [*st["history"], record][-HISTORY:]
         st["cycles_completed"] = cur["cycle"] + 1
