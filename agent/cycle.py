@@ -41,6 +41,7 @@ from environments import Environment, Task
 from memory.protocol import Library, ModelVersions
 from memory.records import Episode, ModelVersion
 from trainer import registry
+from trainer.crashpoints import crashpoint
 from trainer.gate import GateDecision, Metric, TaskOutcome, evaluate_gate
 
 if TYPE_CHECKING:
@@ -292,6 +293,7 @@ async def gate(
     curr = await evaluate_one(current_id)
     decision = decide(cand, curr, rule)
     outcome = GateOutcome(cand, curr, decision, veto=veto(cand) if veto is not None else None)
+    crashpoint("gate.decided")
     if apply:
         apply_decision(library, decision, outcome.veto)
         outcome.applied = True

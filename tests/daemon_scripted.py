@@ -152,3 +152,8 @@ def fake_train(lib, method, *, steps=1, env=None, overrides=None, progress=None,
 
     return registry.register_candidate(lib, lib.workspace, version_id, save, parent=parent.id, method=method,
                                        metrics={"steps": steps, "train/reward_mean": 0.5})
+
+
+def crashing_train(lib, method, **_):
+    """A trainer with a bug: the daemon must record the crash (status ``crashed``, traceback) and die."""
+    raise RuntimeError("planted trainer bug: tensor shapes do not match")

@@ -122,7 +122,7 @@ class _Run:
 
 def _find_run(lib: Library, workspace: Path, method: str, env: str | None, resume: bool) -> _Run:
     if not resume:
-        version_id = registry.next_version_id(lib, method)
+        version_id = registry.next_version_id(lib, method, workspace)
         return _Run(version_id, workspace / "runs" / f"train-{version_id}", lib.serving_version(), env)
     run_dir = _unfinished_run(workspace, lib, method)
     if run_dir is None:
@@ -180,6 +180,8 @@ def train(
         raise ValueError(f"steps must be > 0 (got {steps})")
     lib, workspace = _open_library(workspace_or_lib)
     run = _find_run(lib, workspace, method, env, resume)
+    if resume and (adopted := registry.adopt_orphan(lib, workspace, run.version_id)) is not None:
+        return adopted  # killed after saving the adapter, before registering it: nothing left to train
     config = config_for(method, output_dir=str(run.run_dir), gpu=gpu, max_steps=steps, env=run.env, **(overrides or {}))
     if run.dataset is None:
         _build_run_dataset(run, lib, m, config, steps, overrides)

@@ -75,6 +75,7 @@ def status_cmd(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOpt
         "last_gate": state.get("last_gate"), "monitors": state.get("monitors"),
         "training_halted": state.get("training_halted"), "training_refused": state.get("training_refused"),
         "budget": state.get("budget"), "stop_requested": control.stop_requested(ws),
+        "last_crash": state.get("last_crash"),
         "updated": control.state_path(ws).stat().st_mtime,
     }
     if not running and state.get("status") == "running":
@@ -110,6 +111,11 @@ def _print_status(r: dict) -> None:
     table.add_row("status", f"{r['status']}" + (f" (pid {r['pid']})" if r["pid"] else ""))
     if r["stop_reason"]:
         table.add_row("stop reason", r["stop_reason"])
+    if r.get("last_crash"):
+        c = r["last_crash"]
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c["at"]))
+        table.add_row("last crash", f"[red]{c['error']}[/] (phase {c.get('phase') or '-'}, {when}; "
+                      "traceback in daemon/log.jsonl, event crashed; restart to resume)")
     table.add_row("serving version", str(r["serving_version"]))
     table.add_row("cycles completed", f"{r['cycles_completed']} (in progress: {r['phase'] or '-'})")
     t = r["totals"] or {}

@@ -19,11 +19,17 @@ Design decisions
 - Stop (SIGTERM, SIGINT, ``selfevolve stop``): a flag checked between chunks of episodes, inside the
   trainer's progress callback (training stops at a step boundary; TRL's checkpoints let it resume) and
   between phases; then the state is saved and the process exits 0. A second signal kills at once.
+  The sleep between cycles (``sleep_s``) is a wait on an event the stop sets (a signal wakes it at
+  once) that also polls the stop file and the budgets every ``STOP_POLL_S``; it never waits it out.
+- Crash: an uncaught exception is recorded before it propagates: a ``crashed`` event with the traceback
+  and ``status: crashed`` plus ``last_crash`` in state.json (``selfevolve status`` shows both), so a
+  dead daemon is never reported as ``running``. The phase in progress is kept: a restart resumes it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -37,6 +43,8 @@ from agent.daemon.config import DaemonConfig, load_plugin
 from agent.daemon.gate import GatePhase
 from agent.daemon.state import Bookkeeping, new_state
 from agent.daemon.training import StopTraining, TrainPhase
+from trainer import registry
+from trainer.crashpoints import crashpoint
 
 if TYPE_CHECKING:
     from agent.policy.base import Policy
@@ -47,6 +55,9 @@ if TYPE_CHECKING:
 __all__ = ["Daemon", "StopTraining", "new_state", "run_daemon"]
 
 log = logging.getLogger(__name__)
+
+STOP_POLL_S = 0.5
+"""How often the sleep between cycles re-reads the stop file and the budgets (a signal wakes it at once)."""
 
 
 class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
@@ -71,6 +82,9 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
         self.state: dict[str, Any] = new_state()
         self._session_start = time.time()
         self._wall_base = 0.0
+        self._state_loaded = False  # True once open() has read state.json (a crash before must not overwrite it)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None  # set by a stop: ends the sleep between cycles
 
     # ----- plumbing -----
     def event(self, name: str, **fields: Any) -> None:
@@ -81,6 +95,9 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
         if self.stopping is None:
             self.stopping = reason
             self.event("stop_requested", reason=reason)
+        # from a signal handler, the trainer's thread or the loop: call_soon_threadsafe also wakes the selector
+        if self._loop is not None and self._wake is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         # `selfevolve stop` writes its request before it signals: name that request, not the signal, whichever
@@ -113,8 +130,10 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
         if previous is not None:
             self.state = {**new_state(), **previous}
             self._wall_base = float(previous.get("wall_time_s", 0.0))
+        self._state_loaded = True
         self.state.update(status="running", stop_reason=None)
         self.sync_index()
+        self.recover_registry()
         self.policy = self.load_policy()
         if self.cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -130,6 +149,13 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
             return
         if repaired:
             self.event("index_repaired", episodes=repaired)
+
+    def recover_registry(self) -> None:
+        """Repair what a kill left in the model registry (orphan adapter dirs, .tmp-*, a half-done promote)
+        before anything asks for a version id; safe here because this process holds the workspace lock."""
+        rec = registry.recover(self.lib, self.workspace)
+        if not rec.empty():
+            self.event("registry_recovered", **vars(rec))
 
     def load_policy(self, version: str | None = None) -> Policy:
         # Every model spec form, python:<module>:<factory> plug-ins included, goes through load_policy.
@@ -153,6 +179,7 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
     # ----- the loop -----
     async def run(self) -> str:
         """Run cycles until a stop or a budget; returns the stop reason."""
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
         handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             self.open()
@@ -162,18 +189,29 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
             self.save()
             while not self.check_stop():
                 await self.cycle()
-                if self.cfg.sleep_s and not self.check_stop():
-                    await asyncio.sleep(self.cfg.sleep_s)
+                if self.cfg.sleep_s:
+                    await self.pause(self.cfg.sleep_s)
             self.state.update(status="stopped", stop_reason=self.stopping)
             self.save()
             self.event("stopped", reason=self.stopping)
             return self.stopping or "stopped"
+        except Exception as e:
+            self.record_crash(e)
+            raise
         finally:
             for s, h in handlers.items():
                 signal.signal(s, h)
             if self.policy is not None:
                 await self.policy.aclose()
             self.close()
+
+    async def pause(self, seconds: float) -> None:
+        """The sleep between cycles, cut short by a stop: a signal or ``request_stop`` sets ``_wake``; the
+        stop file (written by ``selfevolve stop`` even when it cannot signal) and budgets are polled."""
+        deadline = time.monotonic() + seconds
+        while not self.check_stop() and (left := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(left, STOP_POLL_S))
 
     async def cycle(self) -> None:
         st = self.state
@@ -206,6 +244,7 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
             self.save()
         if cur["phase"] == "gate" and not self.check_stop():
             await self.gate(cur)
+            crashpoint("gate.applied")
             cur["phase"] = "finish"
             self.save()
         if cur["phase"] == "finish":

@@ -14,12 +14,15 @@ Used as a mixin of :class:`agent.daemon.loop.Daemon`; run with ``selfevolve daem
 
 from __future__ import annotations
 
+import contextlib
 import time
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent.daemon import control
 from agent.daemon.config import DaemonConfig
+from trainer.crashpoints import crashpoint
 
 if TYPE_CHECKING:
     from agent.policy.base import Policy
@@ -36,7 +39,7 @@ def new_state() -> dict[str, Any]:
         "totals": {"episodes": 0, "training_steps": 0, "trainings": 0, "collect_seconds": 0.0},
         "serving_version": "base", "last_training": None, "last_gate": None, "monitors": None,
         "training_history": [], "accuracy_by_version": {}, "training_halted": None, "training_refused": None,
-        "budget": {}, "history": [],
+        "budget": {}, "history": [], "last_crash": None,
     }
 
 
@@ -51,11 +54,34 @@ class Bookkeeping:
     writer: Any
     _session_start: float
     _wall_base: float
+    _state_loaded: bool
 
     def save(self) -> None:
         self.state["wall_time_s"] = self._wall_base + (time.time() - self._session_start)
         self.state["budget"] = self.budget_use()
         control.write_json_atomic(control.state_path(self.workspace), self.state)
+
+    def record_crash(self, exc: BaseException) -> None:
+        """Say that the daemon is dying of ``exc``: a ``crashed`` event and ``status: crashed`` in state.json.
+
+        Best effort (a full disk may be why it crashed); the exception propagates either way. If the crash
+        came before state.json was read, the file on disk is patched, never replaced by a blank state."""
+        crash = {"at": time.time(), "error": f"{type(exc).__name__}: {exc}",
+                 "phase": (self.state.get("current") or {}).get("phase"),
+                 "traceback": "".join(traceback.format_exception(exc))}
+        with contextlib.suppress(Exception):
+            self.event("crashed", **crash)
+        marks = {"status": "crashed", "stop_reason": f"crashed: {crash['error']}", "last_crash": crash}
+        try:
+            if self._state_loaded:
+                self.state.update(marks)
+                self.save()
+            else:
+                previous = control.read_state(self.workspace)
+                if previous is not None:
+                    control.write_json_atomic(control.state_path(self.workspace), {**previous, **marks})
+        except Exception:  # noqa: BLE001 - reporting must not mask the crash being reported
+            pass
 
     def scalar(self, tag: str, value: Any, step: int) -> None:
         if self.writer is not None and isinstance(value, int | float) and not isinstance(value, bool):
@@ -90,6 +116,7 @@ class Bookkeeping:
         record = {"cycle": cur["cycle"], "run_id": cur["run_id"], "seconds": round(time.time() - cur["started_at"], 1),
                   "serving_version": self.policy.version, **cur.get("record", {})}
         self.lib.finish_run(cur["run_id"], record)
+        crashpoint("cycle.finishing")
         st = self.state
         st["history"] = [*st["history"], record][-HISTORY:]
         st["cycles_completed"] = cur["cycle"] + 1

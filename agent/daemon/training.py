@@ -5,8 +5,9 @@ Design decisions
   budget, or when fewer than ``min_new_failures`` failed first attempts arrived since the last training.
 - ``train_started_at`` in the cycle's state marks training in progress. A restart in ``train`` first
   looks for a candidate registered since then (the registry writes the adapter before registering, so a
-  registered candidate is complete), then resumes the trainer from its checkpoint (``resume=True``;
-  without a checkpoint it trains afresh).
+  registered candidate is complete; one killed between its rename and its row was adopted by
+  ``registry.recover`` when the daemon opened), then resumes the trainer from its checkpoint
+  (``resume=True``; without a checkpoint it trains afresh).
 - Stop: the trainer's progress callback raises :class:`StopTraining` at a step boundary; TRL's
   checkpoints let the next start resume.
 - Training is :func:`agent.cycle.train_candidate` with ``training.trainer`` (a ``python:`` plugin) if
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.daemon import control
 from agent.daemon.config import DaemonConfig, load_plugin
+from trainer.crashpoints import crashpoint
 
 if TYPE_CHECKING:
     from environments import Environment
@@ -89,6 +91,7 @@ class TrainPhase:
                 return None
             cur["train_started_at"] = time.time()
             self.save()
+            crashpoint("train.started")
 
         def progress(step: int, total: int, logs: dict[str, float]) -> None:
             if self.stopping or control.stop_requested(self.workspace):

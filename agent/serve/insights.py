@@ -113,7 +113,7 @@ def daemon_status(workspace: str | Path) -> dict[str, Any]:
     if not running and state.get("status") == "running":
         status = "dead (killed or crashed; restart it to resume)"
     keys = ("stop_reason", "serving_version", "cycles_completed", "totals", "accuracy_by_version", "last_training",
-            "last_gate", "monitors", "training_halted", "training_refused", "budget", "wall_time_s")
+            "last_gate", "monitors", "training_halted", "training_refused", "budget", "wall_time_s", "last_crash")
     return {"present": True, "running": running, "status": status, "phase": (state.get("current") or {}).get("phase"),
             "cycle": (state.get("current") or {}).get("cycle"), "stop_requested": control.stop_requested(ws),
             "updated": control.state_path(ws).stat().st_mtime, **{k: state.get(k) for k in keys}}
