@@ -40,9 +40,11 @@ def daemon_cmd(
     from agent.daemon.config import ConfigError, load_config
     from agent.daemon.control import DaemonAlreadyRunning
     from agent.daemon.loop import run_daemon
+    from agent.daemon.preflight import check_training
 
     try:
         cfg = load_config(config)
+        check_training(cfg)  # before the workspace exists and before the first cycle
     except ConfigError as e:
         fail(str(e))
     ws = resolve_workspace(workspace)
