@@ -119,6 +119,12 @@ def test_read_only_workspace(tmp_path: Path):
         ws.chmod(0o755)
 
 
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc (a directory nobody can create in)")
+def test_workspace_that_cannot_be_created():
+    code, text = cli("run", "--env", "arithmetic", "-n", "1", "--model", SCRIPTED, "--workspace", "/proc/selfevolve-ws")
+    assert_clean_error(code, text, "cannot create workspace /proc/selfevolve-ws")
+
+
 @pytest.mark.parametrize("argv", [["memory", "stats"], ["memory", "search", "x"], ["models", "list"], ["status"],
                                   ["status", "--json"], ["memory", "export", "out.jsonl"]])
 def test_read_commands_never_create_a_workspace(tmp_path: Path, argv):
