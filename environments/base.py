@@ -256,10 +256,9 @@ class Environment(ABC):
         try:
             self.config = self.config_class(**options)
         except ValidationError as e:
-            fields = ", ".join(self.config_class.model_fields)
-            raise ValueError(
-                f"invalid options for environment {self.name!r}: {validation_summary(e)}. Valid options: {fields}"
-            ) from e
+            from .option_errors import describe
+
+            raise ValueError(describe(self.name, self.config_class, options, e)) from None
 
     # ----- the hooks -----
     @abstractmethod

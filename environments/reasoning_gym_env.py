@@ -57,6 +57,23 @@ def reasoning_gym_tasks() -> list[str]:
     return sorted(reasoning_gym.factory.DATASETS)
 
 
+def difficulty_level(difficulty: Any) -> float:
+    """One number for a reasoning-gym entry's ``metadata["difficulty"]``: the sum of its settings, a range-valued
+    setting (``num_terms: (2, 4)``, how most datasets state it) counting as its midpoint. Counting only plain
+    numbers made the level 0 for nearly every dataset, so the curriculum saw one level."""
+    if not isinstance(difficulty, dict):
+        return 0.0
+    level = 0.0
+    for v in difficulty.values():
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int | float):
+            level += v
+        elif isinstance(v, list | tuple) and v and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v):
+            level += sum(v) / len(v)
+    return float(level)
+
+
 class ReasoningGymConfig(EnvConfig):
     task: str = Field(description="A reasoning-gym dataset name, e.g. leg_counting.")
     dataset_seed: int = Field(default=42, description="Seed of the underlying reasoning-gym dataset.")
@@ -131,8 +148,7 @@ class ReasoningGym(Environment):
     def generate(self, rng: random.Random) -> tuple[str, dict[str, Any], float]:
         index = rng.randrange(DATASET_SIZE)
         entry = self.dataset[index]
-        difficulty = entry.get("metadata", {}).get("difficulty", {})
-        level = float(sum(v for v in difficulty.values() if isinstance(v, int | float))) if isinstance(difficulty, dict) else 0.0
+        level = difficulty_level(entry.get("metadata", {}).get("difficulty", {}))
         reference: dict[str, Any] = {"index": index, "answer": str(entry["answer"])}
         try:  # what the scorer needs, recorded: five datasets regenerate differently in another process
             reference["entry"] = encode({"answer": entry["answer"], "metadata": entry.get("metadata", {})})

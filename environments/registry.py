@@ -16,6 +16,7 @@ Environments are named by a *spec* string shared by the CLI and config files::
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, TypeVar
@@ -25,7 +26,9 @@ from .base import Environment
 ENTRY_POINT_GROUP = "selfevolve.environments"
 
 _REGISTRY: dict[str, type[Environment]] = {}
+_BROKEN: dict[str, str] = {}  # entry-point name -> why it did not load (said when someone asks for it)
 _entry_points_loaded = False
+log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=type[Environment])
 
@@ -68,16 +71,20 @@ def _load_entry_points() -> None:
             continue
         try:
             obj = ep.load()
-        except Exception as e:  # a broken plug-in must not hide the built-ins; say which one broke
-            raise RuntimeError(f"entry point {ep.name!r} ({ep.value}) in {ENTRY_POINT_GROUP} failed to load: {e}") from e
-        if ep.name not in _REGISTRY:  # the module may have registered itself with the decorator
-            _register(ep.name, obj)
+            if ep.name not in _REGISTRY:  # the module may have registered itself with the decorator
+                _register(ep.name, obj)
+        except Exception as e:  # noqa: BLE001 - a broken plug-in must not hide the built-ins: skip it, say which
+            package = ep.dist.name if ep.dist is not None else "an unknown package"
+            _BROKEN[ep.name] = (f"environment {ep.name!r} from package {package!r} ({ep.value}) failed to load: "
+                                f"{type(e).__name__}: {e}; reinstall or uninstall {package}")
+            log.warning("skipping %s", _BROKEN[ep.name])
 
 
 def reload_entry_points() -> None:
     """Look again for installed plug-ins (e.g. after installing one in a running process)."""
     global _entry_points_loaded
     _entry_points_loaded = False
+    _BROKEN.clear()
     _load_entry_points()
 
 
@@ -112,6 +119,8 @@ def get_environment(spec: str, **overrides: Any) -> Environment:
     """Instantiate an environment from a spec string (see module docstring)."""
     name, options = parse_spec(spec)
     envs = list_environments()
+    if name not in envs and name in _BROKEN:
+        raise KeyError(_BROKEN[name])
     if name not in envs:
         known = ", ".join(envs) or "(none)"
         raise KeyError(f"unknown environment {name!r}. Known: {known}. See `selfevolve envs list`.")

@@ -217,10 +217,11 @@ class Episode(BaseModel):
         return "\n".join(parts)
 
     def hint_text(self, max_chars: int = 400) -> str:
-        """What a later episode is shown when this one is retrieved as a similar success."""
+        """What a later episode is shown when this one is retrieved (a failure is labelled as one)."""
         reflections = [a.reflect.output.strip() for a in self.attempts if a.reflect is not None]
         body = reflections[-1] if reflections else (self.attempts[-1].solve.output.strip() if self.attempts else "")
-        text = f"Problem: {self.task.question}\nWhat worked: {body}"
+        label = "What worked" if self.success else "What did not work"
+        text = f"Problem: {self.task.question}\n{label}: {body}"
         return text if len(text) <= max_chars else text[: max_chars - 3] + "..."
 
 

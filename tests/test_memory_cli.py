@@ -86,7 +86,7 @@ def test_export_jsonl_and_hf(app, workspace: Path, tmp_path: Path) -> None:
     code, output = run(app, "export", str(tmp_path / "x"), "--format", "csv", "-w", str(workspace))
     assert code == 2 and "jsonl or hf" in output
     code, output = run(app, "export", str(tmp_path / "y"), "--env", "nope", "-w", str(workspace))
-    assert code == 2 and "no episodes match" in output
+    assert code == 2 and "no episodes of env 'nope'" in output and "recorded envs" in output
 
 
 def test_reindex_after_losing_the_index(app, workspace: Path) -> None:

@@ -21,7 +21,8 @@ from agent.commands.common import (
     fail,
     out,
     print_json,
-    resolve_workspace,
+    workspace_path,
+    writable_workspace,
 )
 
 
@@ -40,18 +41,20 @@ def daemon_cmd(
     from agent.daemon.config import ConfigError, load_config
     from agent.daemon.control import DaemonAlreadyRunning
     from agent.daemon.loop import run_daemon
+    from agent.daemon.preflight import check_training
 
     try:
         cfg = load_config(config)
+        check_training(cfg)  # before the workspace exists and before the first cycle
     except ConfigError as e:
         fail(str(e))
-    ws = resolve_workspace(workspace)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
-    try:
-        reason = run_daemon(ws, cfg)
-    except DaemonAlreadyRunning as e:
-        fail(str(e))
+    with writable_workspace(workspace) as ws:
+        try:
+            reason = run_daemon(ws, cfg)
+        except (DaemonAlreadyRunning, ConfigError) as e:
+            fail(str(e))
     console.print(f"daemon stopped: {reason}")
 
 
@@ -59,9 +62,14 @@ def status_cmd(workspace: Path | None = WorkspaceOption, as_json: bool = JsonOpt
     """Show the daemon's state: version served, cycles, episodes/hour, accuracy per version, gate, monitors, budgets."""
     from agent.daemon import control
 
-    ws = resolve_workspace(workspace)
+    ws = workspace_path(workspace)
+    if not ws.is_dir():
+        fail(f"no workspace at {ws}: check --workspace (a daemon creates it with `selfevolve daemon --workspace {ws} "
+             "--config FILE`)")
     state = control.read_state(ws)
     if state is None:
+        if as_json:  # scripts polling --json get an answer, not an empty stdout
+            print_json({"workspace": str(ws), "running": False, "status": "never run"})
         fail(f"no daemon has run in workspace {ws}: start one with `selfevolve daemon --workspace {ws} --config FILE`", 1)
     running = control.lock_held(ws)
     hours = max(state.get("wall_time_s", 0.0), 1e-9) / 3600
@@ -90,7 +98,9 @@ def stop_cmd(workspace: Path | None = WorkspaceOption) -> None:
     """Ask the workspace's daemon to stop after its current step (stop request + SIGTERM)."""
     from agent.daemon import control
 
-    ws = resolve_workspace(workspace)
+    ws = workspace_path(workspace)
+    if not ws.is_dir():
+        fail(f"no workspace at {ws}: nothing to stop (check --workspace)")
     done = control.request_stop(ws)
     if done["signalled"]:
         console.print(f"sent SIGTERM to daemon pid {done['pid']}; it stops after its current step")

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from agent.commands.common import JsonOption, fail, out, print_json
@@ -86,7 +87,7 @@ def sample_cmd(
         print_json([t.model_dump() for t in tasks] if n > 1 else tasks[0].model_dump())
         return
     for t in tasks:
-        out.rule(f"{t.id}  [{t.split}]  difficulty {t.difficulty:g}")
+        out.rule(escape(f"{t.id}  [{t.split}]  difficulty {t.difficulty:g}"))  # [eval] is text, not Rich markup
         for m in t.prompt:
             out.print(f"[bold]{m.role}:[/] {m.content}", highlight=False)
         out.print(f"[dim]reference: {json.dumps(t.reference)}[/]", highlight=False)
@@ -121,7 +122,11 @@ def check_cmd(
             task = env.sample(1, seed=seed)[0]
         except RuntimeError as e:
             fail(str(e))
-    feedback = env.verify(task, text)
+    try:
+        feedback = env.verify(task, text)
+    except Exception as e:  # noqa: BLE001 - the env's own check is broken: say so in one line, exit 2
+        fail(f"environment {env.spec!r}: its check() raised {type(e).__name__}: {e} (a bug in the environment, "
+             f"{type(env).__module__}; not the answer's fault)")
     if as_json:
         print_json({"task_id": task.id, **feedback.model_dump()})
         return

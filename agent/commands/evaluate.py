@@ -27,7 +27,7 @@ from agent.commands.common import (
     fail,
     out,
     print_json,
-    resolve_workspace,
+    writable_workspace,
 )
 
 
@@ -69,12 +69,13 @@ def eval_cmd(
     except (KeyError, ValueError) as e:
         fail(str(e).strip("'\""))
     held = HeldOut.each([environment], n, seed=seed, max_attempts=max_attempts, max_tokens=max_tokens)
-    library = open_library(resolve_workspace(workspace))
-    try:
-        result = _run(library, held, version, against, GateRule(primary=primary, margin=margin),  # type: ignore[arg-type]
-                      apply=apply, base_model=base_model, fresh=fresh, quiet=as_json)
-    finally:
-        library.close()
+    with writable_workspace(workspace) as ws:
+        library = open_library(ws)
+        try:
+            result = _run(library, held, version, against, GateRule(primary=primary, margin=margin),  # type: ignore[arg-type]
+                          apply=apply, base_model=base_model, fresh=fresh, quiet=as_json)
+        finally:
+            library.close()
     if as_json:
         print_json(result)
     else:
@@ -89,6 +90,8 @@ def _run(library, held, version: str | None, against: str | None, rule, *, apply
     evaluate_one = _evaluator(library, held, base_model, fresh, quiet)
     try:
         vid = library.get_model_version(version).id if version else library.serving_version().id
+        if against not in (None, "serving"):
+            library.get_model_version(against)  # an unknown version fails now, before any episode runs
         if against is None:
             return _row(asyncio.run(evaluate_one(vid)))
         outcome = asyncio.run(gate(library, vid, evaluate_one, against=None if against == "serving" else against,

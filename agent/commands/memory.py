@@ -33,10 +33,10 @@ from agent.commands.common import (
     JsonOption,
     WorkspaceOption,
     console,
+    existing_workspace,
     fail,
     out,
     print_json,
-    resolve_workspace,
 )
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def _library(workspace: Path | None, chroma_url: str | None) -> Iterator[Experie
     from memory.library import ExperienceLibrary
     from memory.store import SchemaError
 
-    path = resolve_workspace(workspace)
+    path = existing_workspace(workspace)  # reading only: a mistyped path is an error, not a new library
     try:
         lib = ExperienceLibrary(path, chroma_url=chroma_url)
     except (IndexUnavailable, SchemaError) as e:
@@ -73,6 +73,25 @@ def _library(workspace: Path | None, chroma_url: str | None) -> Iterator[Experie
         fail(str(e))
     finally:
         lib.close()
+
+
+def _recorded_env(lib: ExperienceLibrary, env: str | None) -> str | None:
+    """``--env`` as recorded (canonical spec), or a one-line error listing the recorded envs: a typo must not
+    look like "no matching episodes" with exit 0."""
+    if env is None:
+        return None
+    recorded = lib.store.envs()
+    if env in recorded:
+        return env
+    from environments import get_environment
+
+    try:
+        canonical = get_environment(env).spec
+    except (KeyError, ValueError):
+        canonical = None
+    if canonical in recorded:
+        return canonical
+    fail(f"no episodes of env {env!r} in {lib.workspace}; recorded envs: {', '.join(recorded) or '(none)'}")
 
 
 @contextmanager
@@ -98,7 +117,7 @@ def stats_cmd(
 ) -> None:
     """Episodes, first-try and final accuracy per environment and model version, and the index status."""
     with _library(workspace, chroma_url) as lib:
-        stats = lib.stats(env=env)
+        stats = lib.stats(env=_recorded_env(lib, env))
     if as_json:
         print_json(stats)
         return
@@ -145,7 +164,7 @@ def search_cmd(
 ) -> None:
     """Semantic search over recorded episodes (cosine similarity of MiniLM embeddings)."""
     with _library(workspace, chroma_url) as lib:
-        hits = lib.search(text, env=env, success=success, k=k, model_version=model_version)
+        hits = lib.search(text, env=_recorded_env(lib, env), success=success, k=k, model_version=model_version)
     if as_json:
         print_json({"query": text, "hits": [h.to_dict() for h in hits]})
         return
@@ -206,6 +225,7 @@ def export_cmd(
         fail(f"--format must be jsonl or hf, got {format!r}")
     filters = {"env": env, "success": success, "first_success": first_success, "model_version": model_version}
     with _library(workspace, chroma_url) as lib:
+        filters["env"] = _recorded_env(lib, env)
         total = lib.count(**filters)
         if total == 0:
             fail("no episodes match these filters; see `selfevolve memory stats`")
@@ -226,6 +246,7 @@ def reindex_cmd(
 ) -> None:
     """Rebuild the Chroma index from SQLite (the truth): after a crash, a corrupt index, or a new server."""
     with _library(workspace, chroma_url) as lib:
+        env = _recorded_env(lib, env)
         total = lib.count(env=env)
         with _progress("indexing", total, as_json) as advance:
             n = lib.reindex(env=env, progress=advance, wait_s=wait, reembed=reembed)

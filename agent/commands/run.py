@@ -28,7 +28,7 @@ from agent.commands.common import (
     fail,
     out,
     print_json,
-    resolve_workspace,
+    writable_workspace,
 )
 
 
@@ -73,11 +73,13 @@ def run_cmd(
         tasks = environment.sample(episodes, split=split, seed=seed)  # type: ignore[arg-type]
     except RuntimeError as e:  # a task space too small for this split: the message names the fix
         fail(str(e))
-    ws = resolve_workspace(workspace)
+    console.print(f"seed {seed} (--seed {seed} runs the same tasks again)", highlight=False)
     run_config = {"model": model, "seed": seed, "split": split, "feedback": feedback, **config.model_dump()}
     purpose = "eval" if split == "eval" else "train"  # held-out tasks run on purpose are a measurement
-    run_id, version_id, summary = _record_run(ws, model, version, tasks, environment, config, feedback_source,
-                                              run_config, concurrency, seed if reproducible else None, as_json, purpose)
+    with writable_workspace(workspace) as ws:  # removed again if it is new and nothing gets recorded
+        run_id, version_id, summary = _record_run(ws, model, version, tasks, environment, config, feedback_source,
+                                                  run_config, concurrency, seed if reproducible else None, as_json,
+                                                  purpose)
     result = {"run_id": run_id, "env": environment.spec, "model_version": version_id, "seed": seed, "workspace": str(ws),
               **summary.to_dict()}
     result.pop("episode_ids")
@@ -170,6 +172,7 @@ def _print_summary(r: dict) -> None:
     table.add_column(justify="right")
     n = r["episodes"]
     table.add_row("episodes", str(n))
+    table.add_row("seed", str(r["seed"]))
     table.add_row("first-try accuracy", f"{r['first_try_accuracy']:.1%} ({round(r['first_try_accuracy'] * n)}/{n})")
     table.add_row("final accuracy", f"{r['final_accuracy']:.1%} ({round(r['final_accuracy'] * n)}/{n})")
     table.add_row("recovered by retry", f"{r['recovered_by_retry']} of {r['retried']} retried failures")

@@ -24,10 +24,10 @@ from agent.commands.common import (
     JsonOption,
     WorkspaceOption,
     console,
+    existing_workspace,
     fail,
     out,
     print_json,
-    resolve_workspace,
 )
 
 models_app = typer.Typer(help="Model versions: list, show, promote, roll back.", no_args_is_help=True)
@@ -36,7 +36,7 @@ models_app = typer.Typer(help="Model versions: list, show, promote, roll back.",
 def _library(workspace: Path | None):
     from memory.library import ExperienceLibrary
 
-    return ExperienceLibrary(resolve_workspace(workspace))
+    return ExperienceLibrary(existing_workspace(workspace))  # reads (and adds versions to) an existing library
 
 
 def train_command(
@@ -66,6 +66,7 @@ def train_command(
             overrides[key] = value
     lib = _library(workspace)
     try:
+        _check_envs_installed(lib, env)
         with Progress(TextColumn("[bold]train[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=as_json) as bar:
             task = bar.add_task(method, total=steps)
@@ -80,6 +81,8 @@ def train_command(
                 mv = train(lib, method, steps=steps, env=env, overrides=overrides, progress=progress, resume=resume)
     except (NotEnoughDataError, FileNotFoundError, ValueError) as e:
         fail(str(e))
+    except KeyError as e:  # e.g. an env that disappeared while training (its message names it)
+        fail(str(e.args[0]) if e.args else repr(e))
     finally:
         lib.close()
     if as_json:
@@ -87,6 +90,21 @@ def train_command(
         return
     out.print(f"registered candidate [bold]{mv.id}[/] (parent {mv.parent}); adapter at {mv.adapter_path}")
     out.print(f"evaluate it, then `selfevolve models promote {mv.id}`")
+
+
+def _check_envs_installed(lib, env: str | None) -> None:
+    """Every env whose episodes would be trained on must be installed (its verifier builds the rows): say which
+    is missing, before loading a model, rather than a KeyError from inside the dataset builder."""
+    from environments import get_environment
+
+    for spec in [env] if env else lib.store.envs():
+        try:
+            get_environment(spec)
+        except KeyError as e:
+            fail(f"episodes of env {spec!r} cannot be trained on: {str(e.args[0]).rstrip('.')} — not installed "
+                 f"(was its plug-in uninstalled?); reinstall it, or train on another env with --env")
+        except ValueError as e:
+            fail(f"--env {spec!r}: {e}")
 
 
 def _key_metrics(metrics: dict) -> str:

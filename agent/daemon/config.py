@@ -134,18 +134,20 @@ class DaemonConfig(_Section):
     @classmethod
     def _model_spec(cls, v: str) -> str:
         if v.startswith(PLUGIN_PREFIX):
-            _split_plugin(v)
+            _check_plugin(v)
             return v
         from agent.policy.base import parse_model_spec
 
-        parse_model_spec(v)
+        spec = parse_model_spec(v)
+        if v.startswith("hf:"):
+            _check_model_dir(spec.path)
         return v
 
     @field_validator("embedder")
     @classmethod
     def _embedder(cls, v: str) -> str:
         if v != "default":
-            _split_plugin(v)
+            _check_plugin(v)
         return v
 
     @model_validator(mode="after")
@@ -159,7 +161,12 @@ class DaemonConfig(_Section):
         if len(set(specs)) != len(specs):
             raise ValueError(f"environments lists a spec twice: {specs}")
         if self.training.trainer is not None:
-            _split_plugin(self.training.trainer)
+            try:
+                _check_plugin(self.training.trainer)
+            except ValueError as e:
+                raise ValueError(f"training.trainer: {e}") from None
+        if self.training.env is not None:  # canonical, as episodes record it (else training counts none)
+            self.training.env = _check_training_env(self.training.env, specs)
         return self
 
     @property
@@ -175,6 +182,40 @@ def _split_plugin(spec: str) -> tuple[str, str]:
     return module, attr
 
 
+def _check_plugin(spec: str) -> None:
+    """Import a plug-in now, so a misspelt or uninstalled module fails at start, not in the first cycle."""
+    try:
+        load_plugin(spec)
+    except ImportError as e:
+        raise ValueError(f"plug-in {spec!r} cannot be imported ({e}); check the module name or install its package") from None
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
+
+
+def _check_model_dir(path: str) -> None:
+    """``hf:<path>`` loads from local disk only (HF_HUB_OFFLINE=1): the directory must hold a config.json."""
+    p = Path(path).expanduser()
+    if not (p / "config.json").is_file():
+        what = "does not exist" if not p.exists() else "has no config.json (not a Hugging Face model directory)"
+        raise ValueError(f"model directory {p} {what}; use 'default' for the embedded model or hf:/path/to/model_dir")
+
+
+def _check_training_env(env: str, specs: list[str]) -> str:
+    """``training.env`` must be one of ``environments`` (by canonical spec), or training never finds episodes."""
+    from environments import get_environment
+
+    try:
+        canonical = get_environment(env).spec
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"training.env = {env!r} is not a valid env spec ({str(e).strip(chr(39))}); "
+                         f"use one of the configured environments: {', '.join(specs)}") from None
+    configured = {get_environment(s).spec for s in specs}
+    if canonical not in configured:
+        raise ValueError(f"training.env = {env!r} is not one of the configured environments ({', '.join(specs)}); "
+                         "add it to [[environments]] or remove training.env to train on all of them")
+    return canonical
+
+
 def load_plugin(spec: str) -> Any:
     """The object named by ``python:<module>:<attr>`` (imported now; ImportError names the module)."""
     module, attr = _split_plugin(spec)
@@ -185,14 +226,20 @@ def load_plugin(spec: str) -> Any:
         raise ConfigError(f"plug-in {spec!r}: module {module!r} has no attribute {attr!r}") from None
 
 
+_CROSS_KEYS = ("training.env", "training.trainer", "environments", "feedback")
+
+
 def format_validation_error(e: ValidationError, source: str) -> str:
     lines = [f"invalid daemon config {source}:"]
     for err in e.errors():
         path = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling; see docs/daemon.md for the schema)"
-        lines.append(f"  {path}: {msg}")
+        if path == "(top level)" and msg.startswith(_CROSS_KEYS):
+            lines.append(f"  {msg}")  # a cross-field check names its own key
+        else:
+            lines.append(f"  {path}: {msg}")
     return "\n".join(lines)
 
 

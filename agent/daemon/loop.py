@@ -262,7 +262,10 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
 
 
 def run_daemon(workspace: str | Path, config: DaemonConfig) -> str:
-    """Hold the workspace lock and run the loop until stopped; returns the stop reason."""
+    """Check the training config, hold the workspace lock and run the loop until stopped; returns the stop reason."""
+    from agent.daemon.preflight import check_training
+
+    check_training(config)  # ConfigError now, not after the first collection cycle
     with control.WorkspaceLock(workspace):
         control.clear_stop(workspace)
         return asyncio.run(Daemon(workspace, config).run())
