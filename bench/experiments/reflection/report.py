@@ -146,8 +146,8 @@ def _study_section(out: Path, title: str) -> list[str]:
         f"_Model:_ `{settings['model']}`; up to {n} failures per env, k = {k} second attempts per failure at temperature "
         f"{settings['temperature']}, top-p {settings['top_p']}; {settings['solve_tokens']} tokens per answer, "
         f"{settings['reflect_tokens']} per reflection; held-out tasks of seed {settings['seed']}.  ",
-        f"_Command:_ `python -m bench.experiments.reflection run --out {out} --failures {n} --k {k} --envs "
-        + " ".join(f"'{e}'" for e in envs) + "`", "",
+        f"_Command:_ `python -m bench.experiments.reflection run --model {settings['model']} --out {out} --failures {n} --k {k} --envs "
+        + " ".join(f"'{e}'" for e in envs) + _arms_option(results) + "`", "",
         "### Bands and failures", "", *_bands_table(results), "",
         "### Recovery by arm", "",
         "Recovery = share of second attempts that succeed, over failures × samples; the CI resamples failures. "
@@ -157,6 +157,12 @@ def _study_section(out: Path, title: str) -> list[str]:
     for r in results:
         parts += [*_arm_table(r, k), ""]
     return [*parts, "### Paired comparisons (same failures)", "", *_paired_table(results), ""]
+
+
+def _arms_option(results: list[dict]) -> str:
+    """`` --arms ...`` when the study ran fewer than all arms (so its command reproduces it), else ``""``."""
+    ran = sorted({arm for r in results for arm in r["mats"]}, key=ARMS.index)
+    return "" if not ran or ran == list(ARMS) else " --arms " + " ".join(ran)
 
 
 def write_report(outs: Path | list[Path], doc: Path, notes: Path | None = None) -> Path:
