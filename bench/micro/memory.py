@@ -134,33 +134,17 @@ def detection_costs(work: Path, lib: ExperienceLibrary, qvecs: np.ndarray, env: 
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=100_000, help="episodes to ingest")
-    parser.add_argument("--quick", action="store_true", help="N = 5000")
-    parser.add_argument("--batch", type=int, default=256, help="episodes per record_many call")
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--workdir", type=Path, default=None, help="keep the workspace here (default: a temp dir)")
-    args = parser.parse_args(argv)
-    n = 5000 if args.quick else args.n
-    rng = random.Random(0)
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-memory-"))
-    if work.exists():
-        shutil.rmtree(work)
-    emb = default_embedder()
-    emb.encode(["warm up"])
-
-    print(f"building {n} synthetic episodes ...", flush=True)
-    episodes = [synthetic(i, rng) for i in range(n)]
-
+def _ingest(work: Path, emb, episodes: list, batch_size: int) -> dict:
+    """Ingest ``episodes`` in batches; every 5th batch is also embedded alone (paired rates)."""
+    n = len(episodes)
     # Paired measurement: every 5th batch is also embedded alone right before it is ingested, so both
     # rates see the same texts and the same load from other processes on a shared machine.
     lib = ExperienceLibrary(work, embedder=emb)
     pure_s = paired_s = 0.0
     paired_n = 0
     t0 = time.perf_counter()
-    for b, start in enumerate(range(0, n, args.batch)):
-        batch = episodes[start : start + args.batch]
+    for b, start in enumerate(range(0, n, batch_size)):
+        batch = episodes[start : start + batch_size]
         if b % 5 == 0:
             t = time.perf_counter()
             emb.encode([ep.summary_text() for ep in batch])
@@ -180,9 +164,15 @@ def main(argv: list[str] | None = None) -> None:
     status = lib.index_status()
     print(f"ingest: {ingest_rate:.0f} episodes/s ({ingest_s:.1f} s); index {status['status']}", flush=True)
 
+    return dict(lib=lib, pure_s=pure_s, paired_s=paired_s, paired_n=paired_n, ingest_s=ingest_s,
+                ingest_rate=ingest_rate, embed_rate=embed_rate, sample=sample, status=status)
+
+
+def _search(lib, emb, n: int, n_queries: int) -> dict:
+    """Search latencies (index only, end to end, unfiltered, brute force), recall, guarded vs bare."""
     env = ENVS[0]
-    queries = [synthetic(n + j, random.Random(j)).task.question for j in range(args.queries * len(ENVS))]
-    queries = [q for j, q in enumerate(queries) if j % len(ENVS) == 0][: args.queries]
+    queries = [synthetic(n + j, random.Random(j)).task.question for j in range(n_queries * len(ENVS))]
+    queries = [q for j, q in enumerate(queries) if j % len(ENVS) == 0][: n_queries]
     qvecs = emb.encode(queries)
     got = lib.index.collection(env).get(include=["embeddings"])
     ids, matrix = np.asarray(got["ids"]), np.asarray(got["embeddings"], dtype=np.float32)
@@ -212,18 +202,19 @@ def main(argv: list[str] | None = None) -> None:
     slow_e2e = pct(lat["guarded_e2e"], 50) / pct(lat["bare_e2e"], 50) - 1
     print(f"guarded vs bare search p50: {slow:+.1%} (index only), {slow_e2e:+.1%} (end to end)", flush=True)
 
-    t = time.perf_counter()
-    rebuilt = lib.reindex()
-    rebuild_s = time.perf_counter() - t
-    print(f"rebuild: {rebuilt} in {rebuild_s:.1f} s", flush=True)
-    cost = detection_costs(work, lib, qvecs, env, k)
-    print(f"detection: {cost}", flush=True)
+    return dict(env=env, queries=queries, qvecs=qvecs, matrix=matrix, k=k, index_lat=index_lat, e2e_lat=e2e_lat,
+                brute_lat=brute_lat, recall=recall, unfiltered=unfiltered, lat=lat, slow=slow, slow_e2e=slow_e2e)
 
+
+def _render(n: int, batch_size: int, m: dict) -> str:
+    """The docs/benchmarks.md section from the measurements ``m`` (ingest, search, rebuild, detection)."""
+    (pure_s, paired_s, paired_n, ingest_s, ingest_rate, embed_rate, sample, status, matrix, k, index_lat, e2e_lat, brute_lat, recall, unfiltered, lat, slow, slow_e2e, rebuilt, rebuild_s, cost) = (
+        m[key] for key in ('pure_s', 'paired_s', 'paired_n', 'ingest_s', 'ingest_rate', 'embed_rate', 'sample', 'status', 'matrix', 'k', 'index_lat', 'e2e_lat', 'brute_lat', 'recall', 'unfiltered', 'lat', 'slow', 'slow_e2e', 'rebuilt', 'rebuild_s', 'cost'))
     ratio = pure_s / paired_s
     body = f"""## Experience library (memory/)
 
 N = {n:,} synthetic episodes over {len(ENVS)} environments ({len(matrix):,} in the searched env), MiniLM-L6 on CPU,
-embedded Chroma (PersistentClient), batches of {args.batch} through `record_many`.
+embedded Chroma (PersistentClient), batches of {batch_size} through `record_many`.
 
 | metric | value | target |
 |---|---|---|
@@ -254,6 +245,40 @@ structural HNSW check {cost["structural_check"]:.2f} s and the child probe {cost
 process owns the index) searches SQLite's vectors exactly: first search {cost["guest_first_search"]:.2f} s (reads them),
 then p50 / p95 {cost["guest_p50_ms"]:.2f} / {cost["guest_p95_ms"]:.2f} ms.
 """
+    return body
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=100_000, help="episodes to ingest")
+    parser.add_argument("--quick", action="store_true", help="N = 5000")
+    parser.add_argument("--batch", type=int, default=256, help="episodes per record_many call")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the workspace here (default: a temp dir)")
+    args = parser.parse_args(argv)
+    n = 5000 if args.quick else args.n
+    rng = random.Random(0)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    if work.exists():
+        shutil.rmtree(work)
+    emb = default_embedder()
+    emb.encode(["warm up"])
+
+    print(f"building {n} synthetic episodes ...", flush=True)
+    episodes = [synthetic(i, rng) for i in range(n)]
+    m = _ingest(work, emb, episodes, args.batch)
+    lib = m["lib"]
+    m.update(_search(lib, emb, n, args.queries))
+    env, qvecs, k = m["env"], m["qvecs"], m["k"]
+    t = time.perf_counter()
+    rebuilt = lib.reindex()
+    rebuild_s = time.perf_counter() - t
+    print(f"rebuild: {rebuilt} in {rebuild_s:.1f} s", flush=True)
+    cost = detection_costs(work, lib, qvecs, env, k)
+    print(f"detection: {cost}", flush=True)
+
+    m.update(rebuilt=rebuilt, rebuild_s=rebuild_s, cost=cost)
+    body = _render(n, args.batch, m)
     print(body)
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
