@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 
 import environments
 from agent.cli import app
-from environments import Environment, register_environment
 from environments.registry import _REGISTRY
 from memory.library import ExperienceLibrary
 from tests.memory_factories import make_episode
@@ -73,14 +72,9 @@ def test_broken_plugin_does_not_take_down_envs_commands(broken_plugin, caplog):
 
 
 def test_envs_check_whose_check_raises(tmp_path: Path):
-    @register_environment("raising_check_demo")
-    class Raising(Environment):
-        def generate(self, rng):
-            return f"Say {rng.randint(0, 9999)}", {}, 1.0
+    from bench.micro.cli_bad_input import register_raising_env
 
-        def check(self, task, answer):
-            raise ZeroDivisionError("scorer bug")
-
+    register_raising_env()
     try:
         answer = tmp_path / "a.txt"
         answer.write_text("<answer>1</answer>")

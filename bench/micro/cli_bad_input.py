@@ -29,7 +29,7 @@ def _rows(ws: Path) -> int:
 
 
 def _setup(root: Path) -> dict[str, Path]:
-    from environments import Environment, register_environment, reload_entry_points
+    from environments import reload_entry_points
     from memory.library import ExperienceLibrary
     from tests.daemon_scripted import HashEmbedder
     from tests.memory_factories import make_episode
@@ -56,15 +56,21 @@ def _setup(root: Path) -> dict[str, Path]:
     except Exception:  # noqa: BLE001 - the old registry raised here; the cases below then show the damage
         pass
 
-    @register_environment("raising_check_demo")
+    register_raising_env()
+    return p
+
+
+def register_raising_env(name: str = "raising_check_demo") -> None:
+    """An environment whose ``check()`` raises (a scorer bug): the CLI must say so in one line."""
+    from environments import Environment, register_environment
+
+    @register_environment(name)
     class Raising(Environment):
         def generate(self, rng):
             return f"Say {rng.randint(0, 9999)}", {}, 1.0
 
         def check(self, task, answer):
             raise ZeroDivisionError("scorer bug")
-
-    return p
 
 
 def _cases(p: dict[str, Path]) -> list[tuple[list[str], Callable[[str], bool] | None]]:
