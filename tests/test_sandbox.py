@@ -65,10 +65,21 @@ def test_an_exception_is_one_line_and_later_cases_still_run():
 
 
 def test_wall_clock_kills_the_run_and_names_it():
-    start = time.monotonic()
-    report = call_function("def f():\n    while True:\n        pass", "f", [[]], SandboxLimits(wall_s=1, cpu_s=1))
+    start = time.monotonic()  # a sleeping loop burns no CPU: only the wall clock can stop it
+    report = call_function("import time\ndef f():\n    while True:\n        time.sleep(0.05)", "f", [[]],
+                           SandboxLimits(wall_s=1, cpu_s=30))
     assert time.monotonic() - start < 6
     assert report.run.timed_out and report.outcomes == [None]
+    assert report.run.killed_for == "wall clock (1 s)"
+    assert report.why_missing(0).startswith("did not finish within 1 s")
+
+
+def test_cpu_limit_is_a_timeout_too():
+    # A busy loop hits RLIMIT_CPU (SIGXCPU) first when the wall clock is far: the same verdict, named as such.
+    # (With wall_s == cpu_s the two race; CI once saw SIGXCPU win and the run was not called a timeout.)
+    report = call_function("def f():\n    while True:\n        pass", "f", [[]], SandboxLimits(wall_s=20, cpu_s=1))
+    assert report.run.wall_s < 10
+    assert report.run.timed_out and report.run.killed_for == "CPU time (1 s)"
     assert report.why_missing(0).startswith("did not finish within 1 s")
 
 

@@ -199,6 +199,9 @@ def run(request: dict, limits: SandboxLimits, *, site: bool = False) -> SandboxR
         spawned.kill()
     result.returncode, result.uid, result.root = spawned.proc.returncode, spawned.uid, spawned.root
     result.wall_s = time.monotonic() - start
+    if not result.timed_out and result.returncode == -signal.SIGXCPU:
+        # RLIMIT_CPU fired before the wall clock (a busy loop burns CPU as fast as time): the same verdict
+        result.timed_out, result.killed_for = True, f"CPU time ({limits.cpu_s:g} s)"
     return result
 
 
