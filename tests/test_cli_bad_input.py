@@ -72,7 +72,7 @@ def test_broken_plugin_does_not_take_down_envs_commands(broken_plugin, caplog):
 
 
 def test_envs_check_whose_check_raises(tmp_path: Path):
-    from bench.micro.cli_bad_input import register_raising_env
+    from tests.cli_bad_input import register_raising_env
 
     register_raising_env()
     try:

@@ -1,6 +1,6 @@
 """Fuzz the daemon config: ~200 generated TOML files, valid and nonsense, through the daemon's start checks.
 
-    python -m bench.micro.config_fuzz [--n 200] [--seed 0]
+    python -m tests.config_fuzz [--n 200] [--seed 0]
 
 Each case is a valid base config with one mutation that is either valid (a value in range, another env,
 a real plug-in) or nonsense (a typo'd key, a value out of range or of the wrong type, an env or plug-in that

@@ -1,6 +1,6 @@
 """The CLI fed what a new user types by mistake: count clean errors, tracebacks and nonsense accepted.
 
-    python -m bench.micro.cli_bad_input
+    python -m tests.cli_bad_input
 
 Each case runs the real Typer app in this process (scripted policy ``tests.daemon_scripted``, no model).
 A case is a *clean error* when it exits non-zero with an ``error:`` line, raises nothing but SystemExit,
