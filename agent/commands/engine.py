@@ -5,6 +5,7 @@ once (``--model vllm:default``); short commands attach to this server with ``--m
 of paying the engine's load each time.
 
     selfevolve engine start --lora v3=.selfevolve/models/v0003-sft/adapter
+    selfevolve engine start --runtime-lora          # adapters pushed at run time (a pool: spec's promotions)
     selfevolve generate "What is 2+3?" --model engine
     selfevolve engine stop
 """
@@ -41,6 +42,8 @@ def start_cmd(
     port: int = typer.Option(0, "--port", help="Port on 127.0.0.1 (0 = a free one)."),
     lora: list[str] = typer.Option([], "--lora", help="Serve a version's adapter: NAME=ADAPTER_DIR (repeatable)."),
     timeout_s: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the server to answer."),
+    runtime_lora: bool = typer.Option(False, "--runtime-lora", help="Enable LoRA and vLLM's runtime adapter API "
+                                      "(POST /v1/load_lora_adapter), so a pool: policy can push promoted versions."),
     as_json: bool = JsonOption,
 ) -> None:
     """Start `vllm serve` on 127.0.0.1 in the background (or report the one already running)."""
@@ -55,14 +58,15 @@ def start_cmd(
 
     try:
         info = start(model if model == "default" else model.removeprefix("hf:"), port=port or None,
-                     loras=_loras(lora), timeout_s=timeout_s, progress=progress)
+                     loras=_loras(lora), timeout_s=timeout_s, progress=progress, runtime_lora=runtime_lora)
     except (EngineServerError, FileNotFoundError) as e:
         fail(str(e))
     if as_json:
         print_json(asdict(info))
         return
     out.print(f"engine server pid {info.pid} at {info.base_url} (model {info.model}"
-              + (f", versions {', '.join(info.loras)}" if info.loras else "") + "); attach with --model engine")
+              + (f", versions {', '.join(info.loras)}" if info.loras else "")
+              + (", runtime adapter loading on" if info.runtime_lora else "") + "); attach with --model engine")
 
 
 @engine_app.command("status")
