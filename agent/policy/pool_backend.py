@@ -105,6 +105,8 @@ class PoolPolicy(Policy):
         self.adapters: dict[str, str] = {}  # version -> adapter path, on every server
         self.adapter_path: str | None = None  # the served version's
         self._next = 0  # round-robin start for ties
+        self._admin: httpx.Client | None = None
+        self._admin_lock = threading.Lock()
 
     @property
     def model(self) -> str:
@@ -212,11 +214,11 @@ class PoolPolicy(Policy):
     def _push_one(self, server: Server, name: str, path: str) -> tuple[str, str | None]:
         """('had' | 'loaded', None) when the server has the adapter ``name`` now, else ('failed', cause)."""
         try:
-            with self._admin_client() as client:
-                listed = client.get(f"{server.url}/models")
-                if listed.status_code == 200 and name in {m.get("id") for m in listed.json().get("data", [])}:
-                    return "had", None
-                r = client.post(f"{server.url}/load_lora_adapter", json={"lora_name": name, "lora_path": path})
+            client = self._admin_client()
+            listed = client.get(f"{server.url}/models")
+            if listed.status_code == 200 and name in {m.get("id") for m in listed.json().get("data", [])}:
+                return "had", None
+            r = client.post(f"{server.url}/load_lora_adapter", json={"lora_name": name, "lora_path": path})
         except httpx.HTTPError as e:
             return "failed", f"{type(e).__name__}: {e or 'no detail'}"
         except (ValueError, AttributeError) as e:  # GET /models answered something that is not a model list
@@ -229,19 +231,27 @@ class PoolPolicy(Policy):
     def _unload(self, server: Server, name: str) -> str | None:
         """Unload ``name`` from ``server``; None on success, else the cause."""
         try:
-            with self._admin_client() as client:
-                r = client.post(f"{server.url}/unload_lora_adapter", json={"lora_name": name})
+            r = self._admin_client().post(f"{server.url}/unload_lora_adapter", json={"lora_name": name})
         except httpx.HTTPError as e:
             return f"{type(e).__name__}: {e or 'no detail'}"
         return None if r.status_code == 200 else f"HTTP {r.status_code}: {_error_text(r)}"
 
     def _admin_client(self) -> httpx.Client:
-        key = self.servers[0].policy.api_key
-        return httpx.Client(timeout=self.admin_timeout, headers={"Authorization": f"Bearer {key}"} if key else {})
+        """One blocking client for the adapter calls, shared by the push threads (httpx clients are thread-safe)."""
+        with self._admin_lock:
+            if self._admin is None:
+                key = self.servers[0].policy.api_key
+                self._admin = httpx.Client(timeout=self.admin_timeout,
+                                           headers={"Authorization": f"Bearer {key}"} if key else {})
+            return self._admin
 
     async def aclose(self) -> None:
         for server in self.servers:
             await server.policy.aclose()
+        with self._admin_lock:
+            if self._admin is not None:
+                self._admin.close()
+                self._admin = None
 
 
 def _error_text(response: httpx.Response) -> str:
