@@ -69,6 +69,8 @@ class FakeVLLM:
             return 400, _error("Both 'lora_name' and 'lora_path' must be provided.", 400)
         if self.refuse_load is not None:
             return 500, _error(self.refuse_load, 500)
+        if not path.startswith("/adapters/"):  # vLLM's answer for a path it cannot read
+            return 404, _error(f"Loading lora {name} failed: No adapter found for {path}", 404)
         if name in self.loaded:
             return 400, _error(f"The lora adapter '{name}' has already been loaded.", 400)
         self.loaded[name] = path
@@ -101,9 +103,10 @@ class FakeVLLM:
         if dying:
             self.kill(wait=False)  # from a handler thread: do not wait for the serving loop here
             return None
-        choices = [{"index": 0, "message": {"role": "assistant", "content": f"{self.base_url}|{model}|{user}"},
-                    "finish_reason": "stop"}]
-        return 200, {"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 2}}
+        n = body.get("n", 1)
+        choices = [{"index": i, "message": {"role": "assistant", "content": f"{self.base_url}|{model}|{user}"},
+                    "finish_reason": "stop"} for i in range(n)]
+        return 200, {"choices": choices, "usage": {"prompt_tokens": 3, "completion_tokens": 2 * n}}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         fake = self

@@ -196,6 +196,14 @@ async def test_a_server_without_the_runtime_adapter_api_is_named_with_the_fix(tw
     assert a.loaded == {}
 
 
+async def test_an_adapter_path_the_servers_cannot_read_is_vllms_404_without_the_api_hint(two: list[FakeVLLM]) -> None:
+    with pytest.raises(AdapterPushError) as info:
+        PoolPolicy([s.base_url for s in two], "base-model").set_adapter("v1", "/elsewhere/v1")
+    message = str(info.value)
+    assert message.count("HTTP 404: Loading lora v1 failed: No adapter found for /elsewhere/v1") == 2
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in message and set(info.value.failed) == {s.base_url for s in two}
+
+
 # ---------------------------------------------------------------------------------------------- spec
 @pytest.mark.parametrize(("spec", "parsed"), [
     ("pool:http://a:8000/v1/,https://b/v1#m/n", ModelSpec("pool", "http://a:8000/v1,https://b/v1", "m/n")),

@@ -129,10 +129,12 @@ def ready(base_url: str, timeout_s: float = 2.0) -> bool:
 
 def start(model: str = "default", port: int | None = None, loras: dict[str, str] | None = None,
           timeout_s: float = 600.0, state: Path | None = None, dtype: str | None = None,
-          progress: Callable[[float], None] | None = None, runtime_lora: bool = False) -> ServerInfo:
+          progress: Callable[[float], None] | None = None, runtime_lora: bool = False,
+          env: dict[str, str] | None = None) -> ServerInfo:
     """Start the server (or return the running one) and wait until it answers ``GET /v1/models``.
 
-    With LoRA on (``loras`` given, or ``runtime_lora``) the server also loads adapters at run time."""
+    With LoRA on (``loras`` given, or ``runtime_lora``) the server also loads adapters at run time.
+    ``env`` overrides the environment, e.g. ``VLLM_CPU_OMP_THREADS_BIND`` for servers sharing a machine."""
     from agent.policy.vllm_engine import INSTALL_HINT, vllm_available
     from trainer.models import resolve_model_path
 
@@ -151,10 +153,10 @@ def start(model: str = "default", port: int | None = None, loras: dict[str, str]
     port = port or free_port()
     state.parent.mkdir(parents=True, exist_ok=True)
     log_path = state.with_suffix(".log")
+    environment = serve_env({**os.environ, **(env or {})}, runtime_lora=lora_on)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(serve_command(model_dir, port, loras, dtype=dtype, runtime_lora=lora_on), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=serve_env(runtime_lora=lora_on),
-                                start_new_session=True)
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment, start_new_session=True)
     info = ServerInfo(proc.pid, f"http://127.0.0.1:{port}/v1", SERVED_NAME, model_dir, str(log_path), loras, time.time(),
                       runtime_lora=lora_on)
     state.write_text(json.dumps(asdict(info), indent=2))

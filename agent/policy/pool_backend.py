@@ -225,7 +225,8 @@ class PoolPolicy(Policy):
             return "failed", f"GET {server.url}/models is not an OpenAI model list ({type(e).__name__}: {e})"
         if r.status_code == 200:
             return "loaded", None
-        hint = f" ({RUNTIME_LORA_HINT})" if r.status_code in (404, 405) else ""
+        # vLLM answers 404 with its error object for an adapter path it cannot find; a bare 404/405 is a missing route
+        hint = f" ({RUNTIME_LORA_HINT})" if r.status_code in (404, 405) and not _vllm_error(r) else ""
         return "failed", f"POST {server.url}/load_lora_adapter: HTTP {r.status_code}: {_error_text(r)}{hint}"
 
     def _unload(self, server: Server, name: str) -> str | None:
@@ -254,11 +255,15 @@ class PoolPolicy(Policy):
                 self._admin = None
 
 
-def _error_text(response: httpx.Response) -> str:
-    """vLLM's ``{"error": {"message": ...}}`` (or the body's start)."""
+def _vllm_error(response: httpx.Response) -> str | None:
+    """The message of vLLM's ``{"error": {"message": ...}}`` body, if it is one."""
     try:
         error = response.json().get("error")
         message = error.get("message") if isinstance(error, dict) else error
     except (ValueError, AttributeError):
-        message = None
-    return str(message) if message else response.text[:300]
+        return None
+    return str(message) if message else None
+
+
+def _error_text(response: httpx.Response) -> str:
+    return _vllm_error(response) or response.text[:300]
