@@ -234,3 +234,26 @@ def test_several_urls_in_an_openai_spec_point_to_the_pool_form() -> None:
         parse_model_spec("openai:http://a/v1,http://b/v1#m")
     with pytest.raises(ValueError, match=r"'pool:<base_url>,<base_url>\[,\.\.\.\]#<model>'"):
         parse_model_spec("ollama:llama3")
+
+
+# ------------------------------------------------------------------------------------ engine start
+def test_runtime_lora_enables_lora_and_vllms_adapter_api_only_when_asked() -> None:
+    from agent.policy.engine_server import serve_command, serve_env
+
+    plain, runtime = serve_command("/m", 8011, {}), serve_command("/m", 8011, {}, runtime_lora=True)
+    assert "--enable-lora" not in plain and "--enable-lora" in runtime and "--lora-modules" not in runtime
+    assert runtime[runtime.index("--max-lora-rank") + 1] == "64"
+    assert "VLLM_ALLOW_RUNTIME_LORA_UPDATING" not in serve_env({}) and \
+        serve_env({}, runtime_lora=True)["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+
+
+def test_engine_status_and_stop_take_a_state_file(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    state = tmp_path / "second.json"
+    status = CliRunner().invoke(app, ["engine", "status", "--state", str(state)])
+    assert status.exit_code == 1 and "no engine server is running" in status.output
+    stop = CliRunner().invoke(app, ["engine", "stop", "--state", str(state), "--json"])
+    assert stop.exit_code == 0 and '"stopped": false' in stop.output

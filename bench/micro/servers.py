@@ -98,16 +98,19 @@ def report(m: dict[int, dict[str, float]], args) -> str:
     first = m[min(m)]
     rows = [f"| {k} | {r['eps']:.2f} | {r['tps']:.1f} | {r['eps'] / first['eps']:.2f}× | {r['share']:.2f} |"
             for k, r in sorted(m.items())]
+    cores = ("each server bound to its own 1/N of the cores (k servers use k slices: the scale-out comparison)"
+             if args.split_cores else "every server bound to all cores (k servers compete for them)")
     return "\n".join([
         "## Generation over N local servers (`bench/micro/servers.py`)", "",
         f"{args.episodes} `{args.env}` episodes per run through one `pool:` policy over the first k `vllm serve` "
         f"servers (`selfevolve engine start`, model {args.model}), greedy, ≤{args.max_tokens} new tokens per "
-        f"solve/reflect; cores {'split between the servers' if args.split_cores else 'shared by every server'}. "
-        f"Median of {args.repeats} repeats, counts alternating.", "",
+        f"solve/reflect; {cores}. Median of {args.repeats} repeats, counts alternating.", "",
         "| servers | episodes/s | completion tokens/s | vs 1 server | busiest server's share of requests |",
         "|---|---|---|---|---|", *rows, "",
-        f"This machine has {len(os.sched_getaffinity(0))} cores: N servers here share them, so the ratio measures "
-        "the pool's spreading and overhead, not N machines' compute.",
+        f"This machine has {len(os.sched_getaffinity(0))} cores, and the episode graph and the pool's client run "
+        "on them too: " + ("more servers bring more cores here, but memory bandwidth and the client are shared."
+                           if args.split_cores else "the servers share the same cores, so the ratio measures the "
+                           "pool's spreading and overhead, not more compute."),
     ]) + "\n"
 
 
