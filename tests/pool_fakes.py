@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -33,6 +33,7 @@ class FakeVLLM:
         self.refuse_load: str | None = None  # an error message: loads fail with HTTP 500 and it
         self.die_after: int | None = None  # answer this many chat completions, then die
         self.fail_status: int | None = None  # chat completions fail with this status while set
+        self.can_read: Callable[[str], bool] = lambda path: True  # which adapter paths "exist" on this server
         self.dead = False
         self.lock = threading.Lock()
         self.httpd = _Server(("127.0.0.1", 0), self._handler())
@@ -69,7 +70,7 @@ class FakeVLLM:
             return 400, _error("Both 'lora_name' and 'lora_path' must be provided.", 400)
         if self.refuse_load is not None:
             return 500, _error(self.refuse_load, 500)
-        if not path.startswith("/adapters/"):  # vLLM's answer for a path it cannot read
+        if not self.can_read(path):  # vLLM's answer for a path it cannot read
             return 404, _error(f"Loading lora {name} failed: No adapter found for {path}", 404)
         if name in self.loaded:
             return 400, _error(f"The lora adapter '{name}' has already been loaded.", 400)

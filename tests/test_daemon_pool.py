@@ -86,3 +86,27 @@ def test_a_promotion_the_policy_cannot_serve_is_undone(tmp_path: Path) -> None:
     assert v["serving"] == "base" == state["serving_version"] and v[candidate].status == "retired"
     [undone] = [e for e in events(tmp_path) if e["event"] == "promotion_undone"]
     assert undone["version"] == candidate and undone["serving"] == "base"
+
+
+def test_selfevolve_serve_over_a_pool_pushes_a_requested_version_or_says_which_server_refused(tmp_path: Path) -> None:
+    import httpx
+
+    from agent.serve import ServeConfig, create_app
+    from memory.library import ExperienceLibrary
+    from tests.serve_scripted import live_server, register_adapter_version
+
+    ws = tmp_path / "ws"
+    with fake_servers(2) as (a, b), ExperienceLibrary(ws, embedder=HashEmbedder()) as lib:
+        mv = register_adapter_version(lib, ws, promote=False)
+        app = create_app(ServeConfig(workspace=ws, model=f"pool:{a.base_url},{b.base_url}#base-model"), library=lib)
+        body = {"model": f"selfevolve@{mv.id}", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        with live_server(app) as url:
+            b.refuse_load = "out of LoRA slots"
+            r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+            assert r.status_code == 503 and b.base_url in r.json()["error"]["message"]
+            assert "out of LoRA slots" in r.json()["error"]["message"] and a.loaded == {}
+            b.refuse_load = None
+            r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+            assert r.status_code == 200, r.text
+            assert f"|{mv.id}|hi" in r.json()["choices"][0]["message"]["content"]
+        assert a.loaded == b.loaded == {mv.id: mv.adapter_path}

@@ -197,6 +197,8 @@ async def test_a_server_without_the_runtime_adapter_api_is_named_with_the_fix(tw
 
 
 async def test_an_adapter_path_the_servers_cannot_read_is_vllms_404_without_the_api_hint(two: list[FakeVLLM]) -> None:
+    for s in two:
+        s.can_read = lambda path: not path.startswith("/elsewhere/")
     with pytest.raises(AdapterPushError) as info:
         PoolPolicy([s.base_url for s in two], "base-model").set_adapter("v1", "/elsewhere/v1")
     message = str(info.value)

@@ -52,7 +52,6 @@ async def test_a_pushed_adapter_answers_under_its_version_name(server, adapter_d
 
     with pytest.raises(AdapterPushError) as info:  # vLLM refuses a directory that is not an adapter
         pool.set_adapter("v2", str(tmp_path / "no-such-adapter"))
-    print(info.value)
     assert f"{server.base_url}/load_lora_adapter: HTTP 404: " in str(info.value) and "No adapter found" in str(info.value)
     assert pool.version == "v1" and "v2" not in served(server) and "VLLM_ALLOW_RUNTIME" not in str(info.value)
     assert [c.text for c in await pool.generate(CHATS, PARAMS)] == [c.text for c in tuned]

@@ -94,7 +94,8 @@ class PoolPolicy(Policy):
             raise ValueError(f"a pool needs one or more distinct server URLs, got {list(base_urls)}")
         if down_s <= 0 or max_down_s < down_s:
             raise ValueError(f"need 0 < down_s <= max_down_s, got down_s={down_s}, max_down_s={max_down_s}")
-        tries = server_tries if server_tries is not None else (3 if len(urls) == 1 else 1)
+        alias = server_opts.pop("max_tries", None)  # openai:'s name for it
+        tries = server_tries or alias or (3 if len(urls) == 1 else 1)
         self.served_names = dict(served_names or {})
         self.servers = [Server(OpenAIPolicy(url, model, max_tries=tries, served_names=self.served_names, version=version,
                                             **server_opts), i) for i, url in enumerate(urls)]
@@ -190,13 +191,13 @@ class PoolPolicy(Policy):
     def set_adapter(self, version: str, adapter_path: str | None) -> None:
         """Serve ``version``: push its adapter to every server first (see the module docstring)."""
         if adapter_path is not None and self.adapters.get(version) != adapter_path:
-            self._push(version, self.served_names.get(version, version), adapter_path)
+            self._push(self.served_names.get(version, version), adapter_path)
             self.adapters[version] = adapter_path
         for server in self.servers:
             server.policy.set_adapter(version, adapter_path)
         self.version, self.adapter_path = version, adapter_path
 
-    def _push(self, version: str, name: str, path: str) -> None:
+    def _push(self, name: str, path: str) -> None:
         with ThreadPoolExecutor(max_workers=len(self.servers)) as ex:
             results = list(ex.map(lambda s: self._push_one(s, name, path), self.servers))
         failed = {s.url: cause for s, (_, cause) in zip(self.servers, results, strict=True) if cause is not None}
