@@ -2,7 +2,8 @@
 
 ``selfevolve run`` and the daemon serve the latest *promoted* version (a LoRA adapter over the base
 model), or the base model when nothing has been promoted; ``--version`` picks one explicitly.
-Adapters apply only to the base they were trained on (transformers or vLLM backends).
+Adapters apply only to the base they were trained on (transformers or vLLM backends); a ``pool:`` of vLLM
+servers gets the adapter pushed to every server (``agent.policy.pool_backend``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def serving_policy(model_spec: str, library: ModelVersions, version: str | None 
     if adapter and spec.backend == "openai":
         log.warning("version %s is an adapter; an OpenAI-compatible server must serve it itself", mv.id)
         adapter = None
-    if adapter and spec.backend == "python":  # a plug-in policy decides what an adapter means to it
+    if adapter and spec.backend in ("python", "pool"):  # a plug-in decides what an adapter means to it; a pool
+        # pushes it to its servers, which load it from this path (shared storage) and refuse a wrong shape
         return load_policy(model_spec, adapter_path=adapter, version=mv.id, **options)
     if adapter and str(spec) != mv.base_model and not (spec.path == "default" and mv.base_model in ("default", "")):
         raise ValueError(

@@ -5,6 +5,8 @@ once (``--model vllm:default``); short commands attach to this server with ``--m
 of paying the engine's load each time.
 
     selfevolve engine start --lora v3=.selfevolve/models/v0003-sft/adapter
+    selfevolve engine start --runtime-lora          # adapters pushed at run time (a pool: spec's promotions)
+    selfevolve engine start --state /tmp/s2.json    # a second server (status/stop take --state too)
     selfevolve generate "What is 2+3?" --model engine
     selfevolve engine stop
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import typer
 
@@ -23,6 +26,10 @@ engine_app = typer.Typer(help="Start, inspect and stop the shared vLLM engine se
 
 def register(app: typer.Typer) -> None:
     app.add_typer(engine_app, name="engine")
+
+
+StateOption = typer.Option(None, "--state", help="The server's state file (default: ~/.cache/selfevolve/engine.json); "
+                           "one per server to run several. `--model engine` attaches to the default one.")
 
 
 def _loras(pairs: list[str]) -> dict[str, str]:
@@ -41,6 +48,9 @@ def start_cmd(
     port: int = typer.Option(0, "--port", help="Port on 127.0.0.1 (0 = a free one)."),
     lora: list[str] = typer.Option([], "--lora", help="Serve a version's adapter: NAME=ADAPTER_DIR (repeatable)."),
     timeout_s: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the server to answer."),
+    runtime_lora: bool = typer.Option(False, "--runtime-lora", help="Enable LoRA and vLLM's runtime adapter API "
+                                      "(POST /v1/load_lora_adapter), so a pool: policy can push promoted versions."),
+    state: Path | None = StateOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Start `vllm serve` on 127.0.0.1 in the background (or report the one already running)."""
@@ -55,22 +65,24 @@ def start_cmd(
 
     try:
         info = start(model if model == "default" else model.removeprefix("hf:"), port=port or None,
-                     loras=_loras(lora), timeout_s=timeout_s, progress=progress)
+                     loras=_loras(lora), timeout_s=timeout_s, progress=progress, runtime_lora=runtime_lora,
+                     state=state)
     except (EngineServerError, FileNotFoundError) as e:
         fail(str(e))
     if as_json:
         print_json(asdict(info))
         return
     out.print(f"engine server pid {info.pid} at {info.base_url} (model {info.model}"
-              + (f", versions {', '.join(info.loras)}" if info.loras else "") + "); attach with --model engine")
+              + (f", versions {', '.join(info.loras)}" if info.loras else "")
+              + (", runtime adapter loading on" if info.runtime_lora else "") + "); attach with --model engine")
 
 
 @engine_app.command("status")
-def status_cmd(as_json: bool = JsonOption) -> None:
+def status_cmd(state: Path | None = StateOption, as_json: bool = JsonOption) -> None:
     """Whether the engine server runs and answers."""
     from agent.policy.engine_server import alive, read_info, ready
 
-    info = read_info()
+    info = read_info(state)
     running = info is not None and alive(info.pid)
     answering = running and ready(info.base_url)
     report = {"running": running, "answering": answering, **(asdict(info) if info else {})}
@@ -88,11 +100,11 @@ def status_cmd(as_json: bool = JsonOption) -> None:
 
 
 @engine_app.command("stop")
-def stop_cmd(as_json: bool = JsonOption) -> None:
+def stop_cmd(state: Path | None = StateOption, as_json: bool = JsonOption) -> None:
     """Stop the engine server started by `selfevolve engine start`."""
     from agent.policy.engine_server import stop
 
-    stopped = stop()
+    stopped = stop(state)
     if as_json:
         print_json({"stopped": stopped})
     else:

@@ -12,6 +12,11 @@ Design decisions
   version is one promoted in the window, and halts training for good (``training_halted``).
 - Restart in ``gate``: if the candidate's status is no longer ``candidate`` the gate was applied before
   the crash, and only the serving adapter is restored.
+- A promotion counts only once the policy serves it. If ``set_adapter`` fails for the just-promoted
+  candidate (a ``pool:`` server refused its adapter), the promotion is undone (``registry.rollback``: the
+  previous version serves again, the candidate is retired as rolled back), a ``promotion_undone`` event
+  says why, and the gate record has ``promote: false``. A failure while the candidate is being evaluated
+  propagates (a crash, recorded; nothing was promoted, and a restart retries the gate).
 
 Used as a mixin of :class:`agent.daemon.loop.Daemon`; run with ``selfevolve daemon``.
 """
@@ -70,7 +75,7 @@ class GatePhase:
 
         cand = self.lib.get_model_version(cur["candidate"])
         if cand.status != "candidate":  # the gate was applied before a crash
-            self.serve(self.lib.serving_version().id)
+            self.serve_after_gate(cand.id)
             return
         t0, g = time.time(), self.cfg.gate
         outcome = await run_gate(self.lib, cand.id, self.held_out_evaluation, veto=lambda ev: self._tripwire(cur, ev),
@@ -88,14 +93,33 @@ class GatePhase:
                 registry.rollback(self.lib)
             self.state["training_halted"] = trip
             self.event("tripwire", cycle=cur["cycle"], reason=trip, rolled_back=rolled)
-        self.serve(self.lib.serving_version().id)
-        gate_record = {"candidate": cand.id, "current": outcome.current.version, "promote": outcome.promoted,
+        undone = self.serve_after_gate(cand.id)
+        gate_record = {"candidate": cand.id, "current": outcome.current.version,
+                       "promote": outcome.promoted and undone is None, "promotion_undone": undone,
                        "reason": decision.reason, "tripwire": trip, "candidate_accuracy": accuracy[cand.id],
                        "current_accuracy": accuracy[outcome.current.version], "decision": decision.model_dump(mode="json"),
                        "seconds": round(time.time() - t0, 1), "at": time.time()}
         cur["record"]["gate"] = gate_record
         self.state["last_gate"] = gate_record
         self.event("gate", cycle=cur["cycle"], promote=gate_record["promote"], reason=decision.reason)
+
+    def serve_after_gate(self, candidate_id: str) -> str | None:
+        """Serve the registry's serving version; if that is the just-promoted candidate and the policy cannot
+        serve it, undo the promotion, serve the restored version and return why (else None)."""
+        from trainer import registry
+
+        serving = self.lib.serving_version()
+        try:
+            self.serve(serving.id)
+            return None
+        except Exception as e:  # noqa: BLE001 - whatever refused it, the candidate is not served: undo, report
+            if serving.id != candidate_id:
+                raise
+            why = f"{type(e).__name__}: {e}"
+        restored = registry.rollback(self.lib)
+        self.event("promotion_undone", version=candidate_id, serving=restored.id, error=why)
+        self.serve(restored.id)
+        return why
 
 
 def _metric(metrics: dict[str, Any], names: tuple[str, ...]) -> float | None:

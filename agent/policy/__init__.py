@@ -6,8 +6,13 @@
     policy = load_policy("engine")                      # attach to `selfevolve engine start`'s server
     policy = load_policy("hf:/models/my-sft", adapter_path="runs/v3/adapter", version="v3")
     policy = load_policy("openai:http://localhost:8000/v1#Qwen/Qwen2.5-1.5B-Instruct", max_tries=5)
+    policy = load_policy("pool:http://gpu1:8000/v1,http://gpu2:8000/v1#Qwen/Qwen2.5-1.5B-Instruct")
     completions = await policy.generate([[{"role": "user", "content": "What is 2+3?"}]], SamplingParams())
     await policy.aclose()
+
+A ``pool:`` spec names several OpenAI-compatible (vLLM) servers: requests go to the one with the fewest in
+flight, a failing server is skipped for a while, and ``set_adapter`` pushes a LoRA adapter to every server
+before the served name switches (:mod:`agent.policy.pool_backend`).
 
 Backends import their heavy dependencies (torch, httpx, vllm) only when built. Which engine runs the
 embedded model for ``default`` is ``$SELFEVOLVE_ENGINE``: ``transformers`` (the default) or ``vllm``
@@ -46,8 +51,9 @@ __all__ = [
 def load_policy(spec: str, adapter_path: str | None = None, version: str = "base", **opts: Any) -> Policy:
     """Build the policy named by ``spec`` (see :class:`ModelSpec` for the forms), serving ``version``.
 
-    ``adapter_path`` is a PEFT LoRA adapter dir (transformers, vllm) or, for openai, marks ``version``
-    as a served adapter name (see :mod:`agent.policy.openai_backend`). ``opts`` go to the backend's
+    ``adapter_path`` is a PEFT LoRA adapter dir (transformers, vllm; for pool, as its servers see it: it is
+    pushed to every one) or, for openai, marks ``version`` as a served adapter name (see
+    :mod:`agent.policy.openai_backend`). ``opts`` go to the backend's
     constructor (e.g. ``window_ms``, ``max_batch_size``; ``timeout_s``, ``max_tries``).
 
     Raises ValueError for a malformed spec (listing the accepted forms), ``ModelNotFoundError`` for a
@@ -65,6 +71,12 @@ def load_policy(spec: str, adapter_path: str | None = None, version: str = "base
         if adapter_path is not None:
             policy.set_adapter(version, adapter_path)
         return policy
+    if parsed.backend == "pool":
+        from agent.policy.pool_backend import PoolPolicy
+
+        pool = PoolPolicy(parsed.urls, parsed.model or "", version="base", **opts)
+        pool.set_adapter(version, adapter_path)  # pushes the adapter to every server (or raises)
+        return pool
     if parsed.backend == "vllm":
         from agent.policy.vllm_backend import VLLMPolicy
 

@@ -66,19 +66,26 @@ class ModelSpec:
     ``default``                            embedded SmolLM2-135M-Instruct (transformers)
     ``hf:<path or local dir>``             a local Hugging Face model dir (transformers)
     ``openai:<base_url>#<model>``          any OpenAI-compatible server
+    ``pool:<url>,<url>[,...]#<model>``     several such servers (vLLM): least-outstanding spreading,
+                                           failover, LoRA adapters pushed to all (``pool_backend``)
     ``vllm:<path>``                        in-process vLLM engine (``vllm:default``: the embedded model)
     ``engine``                             the server of ``selfevolve engine start`` (openai backend)
     ``python:<module>:<factory>``          your own Policy: ``factory(version=, adapter_path=, **opts)``
     =====================================  =============================================
     """
 
-    backend: Literal["transformers", "openai", "vllm", "python"]
-    path: str  # local path for transformers/vllm ("default" for the embedded model); base URL for openai
-    model: str | None = None  # openai: served model name
+    backend: Literal["transformers", "openai", "pool", "vllm", "python"]
+    path: str  # local path for transformers/vllm ("default": the embedded model); base URL(s, comma-separated) for openai/pool
+    model: str | None = None  # openai, pool: served model name
+
+    @property
+    def urls(self) -> list[str]:
+        """The server base URLs of an ``openai`` or ``pool`` spec."""
+        return self.path.split(",")
 
     def __str__(self) -> str:
-        if self.backend == "openai":
-            return f"openai:{self.path}#{self.model}"
+        if self.backend in ("openai", "pool"):
+            return f"{self.backend}:{self.path}#{self.model}"
         if self.backend == "vllm":
             return f"vllm:{self.path}"
         if self.backend == "python":
@@ -106,16 +113,43 @@ def parse_model_spec(spec: str) -> ModelSpec:
         return ModelSpec("python", rest)
     if sep and kind == "openai" and rest:
         url, hash_, model = rest.partition("#")
-        if not (url.startswith("http://") or url.startswith("https://")) or not hash_ or not model:
+        if ",http://" in url or ",https://" in url:
+            raise ValueError(f"bad model spec {spec!r}: several servers form a pool: pool:{url}#{model or '<model>'}")
+        if not _is_url(url) or not hash_ or not model:
             raise ValueError(
                 f"bad model spec {spec!r}: expected openai:<base_url>#<model>, "
                 "e.g. openai:http://localhost:8000/v1#Qwen/Qwen2.5-1.5B-Instruct"
             )
         return ModelSpec("openai", url.rstrip("/"), model)
+    if sep and kind == "pool":
+        return _pool_spec(spec, rest)
     raise ValueError(
         f"bad model spec {spec!r}: expected one of 'default', 'hf:<path>', "
-        "'openai:<base_url>#<model>', 'vllm:<path>', 'engine', 'python:<module>:<factory>'"
+        f"'openai:<base_url>#<model>', '{POOL_FORM}', 'vllm:<path>', 'engine', 'python:<module>:<factory>'"
     )
+
+
+POOL_FORM = "pool:<base_url>,<base_url>[,...]#<model>"
+
+
+def _is_url(url: str) -> bool:
+    return url.startswith(("http://", "https://")) and len(url.split("://", 1)[1].strip("/")) > 0
+
+
+def _pool_spec(spec: str, rest: str) -> ModelSpec:
+    """``pool:<url>,<url>#<model>``: every URL http(s), none listed twice, a model name after ``#``."""
+    urls_part, hash_, model = rest.partition("#")
+    raw = [u.strip() for u in urls_part.split(",")]
+    example = "e.g. pool:http://gpu1:8000/v1,http://gpu2:8000/v1#Qwen/Qwen2.5-1.5B-Instruct"
+    bad = [u for u in raw if not _is_url(u)]
+    if not hash_ or not model.strip() or bad:
+        what = f"not an http(s) base URL: {', '.join(repr(u) for u in bad)}" if bad else "no model after '#'"
+        raise ValueError(f"bad model spec {spec!r} ({what}): expected {POOL_FORM}, {example}")
+    urls = [u.rstrip("/") for u in raw]
+    twice = sorted({u for u in urls if urls.count(u) > 1})
+    if twice:
+        raise ValueError(f"bad model spec {spec!r}: {', '.join(twice)} listed twice; expected {POOL_FORM}, {example}")
+    return ModelSpec("pool", ",".join(urls), model.strip())
 
 
 class Policy(ABC):

@@ -10,10 +10,12 @@ so it can instead attach to a server started once: ``selfevolve engine start``, 
 The server is ``vllm serve`` (``python -m vllm.entrypoints.openai.api_server``) with this CPU's
 settings (:func:`serve_env`: OpenMP bound to every allowed core, 1 GiB KV
 cache), eager, bf16 where the CPU has it; trained versions are LoRA modules (``--lora-modules
-NAME=DIR``), served under their version name. Its pid, URL and log live in
-``~/.cache/selfevolve/engine.json`` (``$SELFEVOLVE_CACHE``).
+NAME=DIR``), served under their version name. With LoRA on (``--lora`` or ``--runtime-lora``) the server
+also takes adapters at run time (``VLLM_ALLOW_RUNTIME_LORA_UPDATING``: ``POST /v1/load_lora_adapter``), which
+is how a ``pool:`` policy pushes a promoted version (:mod:`agent.policy.pool_backend`). Its pid, URL and
+log live in ``~/.cache/selfevolve/engine.json`` (``$SELFEVOLVE_CACHE``).
 
-    selfevolve engine start [--port 8011] [--lora v3=ws/models/v3/adapter]
+    selfevolve engine start [--port 8011] [--lora v3=ws/models/v3/adapter] [--runtime-lora]
     selfevolve engine status
     selfevolve generate "What is 2+3?" --model engine
     selfevolve engine stop
@@ -48,12 +50,14 @@ class ServerInfo:
     log: str
     loras: dict[str, str]
     started: float
+    runtime_lora: bool = False  # takes adapters at run time (POST /v1/load_lora_adapter)
 
 
-def serve_env(base: dict[str, str] | None = None) -> dict[str, str]:
+def serve_env(base: dict[str, str] | None = None, runtime_lora: bool = False) -> dict[str, str]:
     """Environment for a multiprocess ``vllm serve`` on this CPU: bind OpenMP to every allowed core.
 
     vLLM's ``auto`` binding reserves one core for its scheduler; on 2 cores that halves compute.
+    ``runtime_lora`` turns on vLLM's ``/v1/load_lora_adapter`` and ``/v1/unload_lora_adapter``.
     """
     env = dict(os.environ if base is None else base)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
@@ -62,6 +66,8 @@ def serve_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     env.setdefault("VLLM_NO_USAGE_STATS", "1")
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+    if runtime_lora:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     return env
 
 
@@ -96,7 +102,8 @@ def free_port() -> int:
 
 
 def serve_command(model_dir: str, port: int, loras: dict[str, str], max_lora_rank: int = 64,
-                  dtype: str | None = None) -> list[str]:
+                  dtype: str | None = None, runtime_lora: bool = False) -> list[str]:
+    """``vllm serve`` argv; LoRA is on when there are static ``loras`` or adapters come at run time."""
     from trainer.models import default_inference_dtype
 
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_dir,
@@ -104,9 +111,10 @@ def serve_command(model_dir: str, port: int, loras: dict[str, str], max_lora_ran
            "--dtype", dtype or default_inference_dtype(), "--max-model-len", os.environ.get("SELFEVOLVE_VLLM_MAX_MODEL_LEN", "2048"),
            "--max-num-seqs", os.environ.get("SELFEVOLVE_VLLM_MAX_NUM_SEQS", "64"), "--enforce-eager",
            "--disable-log-stats"]
+    if loras or runtime_lora:
+        cmd += ["--enable-lora", "--max-lora-rank", str(max_lora_rank)]
     if loras:
-        cmd += ["--enable-lora", "--max-lora-rank", str(max_lora_rank), "--lora-modules",
-                *[f"{name}={path}" for name, path in loras.items()]]
+        cmd += ["--lora-modules", *[f"{name}={path}" for name, path in loras.items()]]
     return cmd
 
 
@@ -121,8 +129,12 @@ def ready(base_url: str, timeout_s: float = 2.0) -> bool:
 
 def start(model: str = "default", port: int | None = None, loras: dict[str, str] | None = None,
           timeout_s: float = 600.0, state: Path | None = None, dtype: str | None = None,
-          progress: Callable[[float], None] | None = None) -> ServerInfo:
-    """Start the server (or return the running one) and wait until it answers ``GET /v1/models``."""
+          progress: Callable[[float], None] | None = None, runtime_lora: bool = False,
+          env: dict[str, str] | None = None) -> ServerInfo:
+    """Start the server (or return the running one) and wait until it answers ``GET /v1/models``.
+
+    With LoRA on (``loras`` given, or ``runtime_lora``) the server also loads adapters at run time.
+    ``env`` overrides the environment, e.g. ``VLLM_CPU_OMP_THREADS_BIND`` for servers sharing a machine."""
     from agent.policy.vllm_engine import INSTALL_HINT, vllm_available
     from trainer.models import resolve_model_path
 
@@ -137,13 +149,16 @@ def start(model: str = "default", port: int | None = None, loras: dict[str, str]
         if not (Path(path) / "adapter_config.json").exists():
             raise EngineServerError(f"--lora {name}={path}: not a PEFT adapter directory (no adapter_config.json)")
     model_dir = str(resolve_model_path(model))
+    lora_on = bool(loras) or runtime_lora
     port = port or free_port()
     state.parent.mkdir(parents=True, exist_ok=True)
     log_path = state.with_suffix(".log")
+    environment = serve_env({**os.environ, **(env or {})}, runtime_lora=lora_on)
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(serve_command(model_dir, port, loras, dtype=dtype), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=serve_env(), start_new_session=True)
-    info = ServerInfo(proc.pid, f"http://127.0.0.1:{port}/v1", SERVED_NAME, model_dir, str(log_path), loras, time.time())
+        proc = subprocess.Popen(serve_command(model_dir, port, loras, dtype=dtype, runtime_lora=lora_on), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment, start_new_session=True)
+    info = ServerInfo(proc.pid, f"http://127.0.0.1:{port}/v1", SERVED_NAME, model_dir, str(log_path), loras, time.time(),
+                      runtime_lora=lora_on)
     state.write_text(json.dumps(asdict(info), indent=2))
     deadline = time.monotonic() + timeout_s
     while not ready(info.base_url):

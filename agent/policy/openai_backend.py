@@ -37,7 +37,16 @@ RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
 class OpenAIBackendError(RuntimeError):
-    """A request to an OpenAI-compatible server failed (the message names the URL and the cause)."""
+    """A request to an OpenAI-compatible server failed (the message names the URL and the cause).
+
+    ``transient``: the server failed (connection error, timeout, 408/409/429/5xx after every try) rather
+    than refused the request; ``status``: the last HTTP status, None for a transport error. The server
+    pool (:mod:`agent.policy.pool_backend`) fails over on these."""
+
+    def __init__(self, message: str, *, status: int | None = None, transient: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
 
 
 class OpenAIPolicy(Policy):
@@ -138,31 +147,32 @@ class OpenAIPolicy(Policy):
             ) from e
 
     async def _post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
-        last = ""
+        last, status = "", None
         for attempt in range(1, self.max_tries + 1):
             delay = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
             try:
                 response = await client.post(self.url, json=body)
             except httpx.TransportError as e:  # connection refused/reset, timeouts, protocol errors
-                last = f"{type(e).__name__}: {e or 'no detail'} (is the server running at {self.spec.path}?)"
+                last, status = f"{type(e).__name__}: {e or 'no detail'} (is the server running at {self.spec.path}?)", None
             else:
                 if response.status_code == 200:
                     try:
                         return response.json()
                     except ValueError as e:
                         raise OpenAIBackendError(
-                            f"POST {self.url} returned invalid JSON: {response.text[:300]!r}"
+                            f"POST {self.url} returned invalid JSON: {response.text[:300]!r}", status=200
                         ) from e
-                last = f"HTTP {response.status_code}: {response.text[:300]}"
+                last, status = f"HTTP {response.status_code}: {response.text[:300]}", response.status_code
                 if response.status_code not in RETRY_STATUS:
                     hint = f" (is '{body['model']}' served? see GET {self.spec.path}/models)" if response.status_code == 404 else ""
-                    raise OpenAIBackendError(f"POST {self.url} failed: {last}{hint}")
+                    raise OpenAIBackendError(f"POST {self.url} failed: {last}{hint}", status=status)
                 retry_after = response.headers.get("retry-after", "")
                 if retry_after.replace(".", "", 1).isdigit():
                     delay = min(float(retry_after), self.max_backoff_s)
             if attempt < self.max_tries:
                 await asyncio.sleep(delay * (1 + 0.1 * random.random()))
-        raise OpenAIBackendError(f"POST {self.url} failed after {self.max_tries} tries: {last}")
+        raise OpenAIBackendError(f"POST {self.url} failed after {self.max_tries} tries: {last}", status=status,
+                                 transient=True)
 
 
 def _finish(reason: str | None) -> FinishReason:

@@ -28,6 +28,7 @@ from typing import Any
 
 from agent import prompts
 from agent.policy.base import Chat, Completion, Policy, SamplingParams, parse_model_spec
+from agent.policy.openai_backend import OpenAIBackendError
 from agent.serve.config import MODEL_ID
 from agent.serve.errors import ApiError
 
@@ -83,6 +84,8 @@ class VersionGate:
                            f"ask for model {MODEL_ID!r}", param="model", code="model_not_found") from None
         except (FileNotFoundError, OSError, ValueError) as e:
             raise ApiError(500, f"model version {version} cannot be loaded: {e}", type="server_error") from None
+        except OpenAIBackendError as e:  # a pool: server refused the adapter; the previous version still serves
+            raise ApiError(503, f"model version {version} cannot be served: {e}", type="server_error") from None
         log.info("now serving model version %s", version)
 
 
