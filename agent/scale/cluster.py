@@ -65,7 +65,7 @@ def default_workers(address: str) -> int:
 def check_capacity(workers: int, num_cpus: float, num_gpus: float) -> None:
     """Refuse a pool the connected cluster can never place (its actors would wait forever)."""
     ray = require_ray()
-    total = ray.cluster_resources()
+    total, free = ray.cluster_resources(), ray.available_resources()
     for name, per in (("CPU", num_cpus), ("GPU", num_gpus)):
         have = float(total.get(name, 0.0))
         if per and workers * per > have:
@@ -73,6 +73,9 @@ def check_capacity(workers: int, num_cpus: float, num_gpus: float) -> None:
             raise RayUnavailableError(
                 f"{workers} Ray workers need {workers * per:g} {name}s but the cluster has {have:g}: "
                 f"pass --ray-workers {max(fit, 1) if fit else 'N'} (ray_workers in the daemon config) or add nodes")
+        if per and workers * per > float(free.get(name, 0.0)):
+            log.warning("%d Ray workers need %g %ss and %g are free now: they start when other jobs release them",
+                        workers, workers * per, name, float(free.get(name, 0.0)))
 
 
 def _start_local(num_cpus: int) -> None:
