@@ -200,3 +200,15 @@ def test_daemon_collects_on_ray_and_records_each_episode_once(cluster, tmp_path)
         origins = {json.loads(m)["origin"] for (m,) in conn.execute("SELECT json_extract(episode_json, '$.metadata') "
                                                                      "FROM episodes")}
     assert rows == distinct == 6 and origins == {"daemon"}
+
+
+def test_scale_bench_smoke_one_row_per_configuration(cluster):
+    from bench.micro.scale import parse_args, report, run_bench
+
+    args = parse_args(["--model", SCRIPTED, "--episodes", "4", "--concurrency", "2", "--ray-workers", "1",
+                       "--repeats", "1", "--warmup", "1", "--no-write"])
+    rows = run_bench(args)
+    assert [r.name for r in rows] == ["in-process", "ray, 1 worker"]
+    assert all(r.episodes_per_s > 0 and r.errors == 0 and len(r.samples) == 1 for r in rows)
+    assert rows[0].final_accuracy == rows[1].final_accuracy  # greedy, same tasks, same scripted answers
+    assert report(rows, args).count("\n| ") == 3  # header + one row per configuration

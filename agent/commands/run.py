@@ -68,7 +68,7 @@ def run_cmd(
         None, "--ray", metavar="local|auto|ADDRESS",
         help="Run the episodes in Ray workers: local = start a cluster in this process; auto = the `ray start` cluster "
              "here; HOST:PORT or ray://HOST:10001 = that cluster. This process records each episode once. "
-             "Needs pip install 'selfevolve[scale]'."),
+             "Needs pip install 'selfevolve\\[scale]'."),
     ray_workers: int | None = typer.Option(
         None, "--ray-workers", min=1, help="Ray workers, each with its own policy (default: 2 local, else the cluster's "
                                            "CPUs); --concurrency episodes are spread over them."),

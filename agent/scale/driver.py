@@ -87,6 +87,8 @@ class RayDriver:
             while slots and (member := self.pool.acquire()) is not None:
                 slot = slots.popleft()
                 inflight[await self._submit(slot, member)] = (slot, member)
+            if not inflight:  # our bug: work left and no worker to take it
+                raise RuntimeError(f"the Ray pool has no worker with room ({len(self.pool.members)} workers)")
             finished, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
             for fut in finished:
                 slot, member = inflight.pop(fut)

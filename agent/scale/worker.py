@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 from agent.scale.jobs import EpisodeJob, EpisodeResult, WorkerSpec
@@ -32,6 +33,8 @@ class EpisodeWorker:
     """Builds its policy from ``spec`` once, then runs episodes (``spec.concurrency`` at a time, by Ray)."""
 
     def __init__(self, spec: WorkerSpec) -> None:
+        if not sys.stdout.isatty():  # Ray forwards a worker's stdout to the driver's, which may be a --json document
+            sys.stdout = sys.stderr
         self.spec = spec
         self.policy: Any = None
         self.load_error: str | None = None
