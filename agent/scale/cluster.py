@@ -44,7 +44,15 @@ def require_ray() -> Any:
 
 
 def parse_address(value: str) -> str:
-    """``local``, ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; ValueError naming the accepted forms."""
+    """``local``, ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``; ValueError naming the accepted forms.
+
+    >>> parse_address(" ray://head:10001 ")
+    'ray://head:10001'
+    >>> parse_address("head")
+    Traceback (most recent call last):
+    ...
+    ValueError: bad Ray address 'head': use local (a cluster in this process), auto (the local `ray start` cluster), HOST:PORT or ray://HOST:10001
+    """
     address = (value or "").strip()
     if address in ("local", "auto") or _HOST_PORT.fullmatch(address):
         return address
