@@ -55,11 +55,12 @@ def _seed(state: EpisodeState, offset: int) -> int | None:
     return None if seed is None else seed * 101 + offset
 
 
-def _hints(cfg: EpisodeConfig, library: Library, task: Task) -> dict:
+def find_hints(cfg: EpisodeConfig, library: Library, task: Task) -> dict:
     """Up to ``k`` past successes similar to ``task``: their hint text and episode ids.
 
     The hint text and the fields the filters need (task id, split) come from the index's metadata; a
-    vector indexed before the metadata carried them is checked against its episode in SQLite instead."""
+    vector indexed before the metadata carried them is checked against its episode in SQLite instead. Ray's
+    driver calls it too, before it sends the task to a worker (agent/scale/driver.py)."""
     hints, ids = [], []
     for hit in library.search(task.question, env=task.env, success=True, k=cfg.k * 3):
         if hit.score < cfg.min_hint_score:
@@ -80,11 +81,13 @@ def _hints(cfg: EpisodeConfig, library: Library, task: Task) -> dict:
 
 async def retrieve(deps: GraphDeps, state: EpisodeState) -> dict:
     cfg = deps.config
-    if not (cfg.retrieval and cfg.k > 0 and deps.library is not None):
+    if not (cfg.retrieval and cfg.k > 0):
         return {"hints": [], "retrieved_ids": []}
+    if deps.library is None:  # no library here: keep the hints a driver that holds one chose (agent/scale), if any
+        return {"hints": state.get("hints", []), "retrieved_ids": state.get("retrieved_ids", [])}
     # Embedding the query and searching take milliseconds; off the event loop, so the other
     # episodes keep submitting and the micro-batcher keeps merging their requests meanwhile.
-    return await asyncio.to_thread(_hints, cfg, deps.library, state["task"])
+    return await asyncio.to_thread(find_hints, cfg, deps.library, state["task"])
 
 
 async def solve(deps: GraphDeps, state: EpisodeState) -> dict:

@@ -2,6 +2,10 @@
 
     selfevolve run --env arithmetic --episodes 16
     selfevolve run --env countdown --episodes 64 --max-attempts 2 --concurrency 16 --json
+    selfevolve run --env arithmetic --episodes 64 --ray local --ray-workers 2     # episodes in Ray workers
+
+With ``--ray`` the episodes run in Ray actors, each with its own policy, and this process records each
+one once (agent/scale). Without it nothing imports Ray and the run is the in-process one.
 """
 
 from __future__ import annotations
@@ -60,35 +64,51 @@ def run_cmd(
     feedback: str = typer.Option(
         "verifier", "--feedback", help="Reward source: verifier | majority[:k=4,threshold=0.6] | rubric | critique."
     ),
+    ray: str | None = typer.Option(
+        None, "--ray", metavar="local|auto|ADDRESS",
+        help="Run the episodes in Ray workers: local = start a cluster in this process; auto = the `ray start` cluster "
+             "here; HOST:PORT or ray://HOST:10001 = that cluster. This process records each episode once. "
+             "Needs pip install 'selfevolve\\[scale]'."),
+    ray_workers: int | None = typer.Option(
+        None, "--ray-workers", min=1, help="Ray workers, each with its own policy (default: 2 local, else the cluster's "
+                                           "CPUs); --concurrency episodes are spread over them."),
+    ray_retries: int = typer.Option(3, "--ray-retries", min=0, help="Resubmissions of a task whose Ray worker died."),
     as_json: bool = JsonOption,
 ) -> None:
-    """Run episodes (solve → critique → verify → reflect → retry) and record them in the experience library."""
+    """Run episodes (solve → critique → verify → reflect → retry) and record them in the experience library.
+
+    With --ray local|auto|ADDRESS they run in Ray workers (a worker that dies mid-episode is replaced and
+    its task resubmitted; every episode is recorded once, here)."""
     if split not in ("train", "eval"):
         fail(f"--split must be train or eval, got {split!r}")
+    ray_opts = _ray_options(ray, ray_workers, ray_retries)
     environment, config, feedback_source = _setup(env, feedback, max_attempts=max_attempts, critique=critique,
                                                   retrieval=retrieval, k=k, temperature=temperature, solve_tokens=max_tokens,
                                                   max_stored_chars=max_stored_chars)
     seed = random.randrange(1_000_000) if seed is None else seed
-    try:
-        tasks = environment.sample(episodes, split=split, seed=seed)  # type: ignore[arg-type]
-    except RuntimeError as e:  # a task space too small for this split: the message names the fix
-        fail(str(e))
+    tasks = _sample(environment, episodes, split, seed)
     console.print(f"seed {seed} (--seed {seed} runs the same tasks again)", highlight=False)
     run_config = {"model": model, "seed": seed, "split": split, "feedback": feedback, **config.model_dump()}
+    if ray_opts is not None:
+        run_config["ray"] = ray_opts.model_dump()
     purpose = "eval" if split == "eval" else "train"  # held-out tasks run on purpose are a measurement
     with writable_workspace(workspace) as ws:  # removed again if it is new and nothing gets recorded
-        run_id, version_id, summary = _record_run(ws, model, version, tasks, environment, config, feedback_source,
-                                                  run_config, concurrency, seed if reproducible else None, as_json,
-                                                  purpose)
-    result = {"run_id": run_id, "env": environment.spec, "model_version": version_id, "seed": seed, "workspace": str(ws),
-              **summary.to_dict()}
+        run_id, version_id, summary, extra = _record_run(ws, model, version, tasks, environment, config, feedback_source,
+                                                         run_config, concurrency, seed if reproducible else None, as_json,
+                                                         purpose, ray_opts)
+    _report({"run_id": run_id, "env": environment.spec, "model_version": version_id, "seed": seed, "workspace": str(ws),
+             **summary.to_dict(), **extra}, summary.errors, as_json)
+
+
+def _report(result: dict, errors: list, as_json: bool) -> None:
+    """Print the run's result (a table, or JSON) and exit 1 if any episode failed with an error."""
     result.pop("episode_ids")
     if as_json:
         print_json(result)
     else:
         _print_summary(result)
-    if summary.errors:
-        console.print(f"[red]{len(summary.errors)} episode(s) failed with errors (not the model's): {summary.errors[0].error}[/]")
+    if errors:
+        console.print(f"[red]{len(errors)} episode(s) failed with errors (not the model's): {errors[0].error}[/]")
         raise typer.Exit(1)
 
 
@@ -112,14 +132,47 @@ def _setup(env_spec: str, feedback: str, **episode: object):
         fail(str(e))
 
 
+def _sample(environment, episodes: int, split: str, seed: int):
+    try:
+        return environment.sample(episodes, split=split, seed=seed)  # type: ignore[arg-type]
+    except RuntimeError as e:  # a task space too small for this split: the message names the fix
+        fail(str(e))
+
+
+def _ray_options(address: str | None, workers: int | None, retries: int):
+    """The Ray options, or None without ``--ray``; a one-line error for a bad address or a missing Ray."""
+    if address is None:
+        if workers is not None:
+            fail("--ray-workers needs --ray: add --ray local (a cluster in this process) or --ray ADDRESS")
+        return None
+    from pydantic import ValidationError
+
+    from agent.scale.cluster import INSTALL_HINT, ray_installed
+    from agent.scale.session import RayOptions
+
+    if not ray_installed():
+        fail(f"--ray needs Ray, which is not installed: {INSTALL_HINT}")
+    try:
+        return RayOptions(address=address, workers=workers, max_retries=retries)
+    except ValidationError as e:
+        fail(f"--ray: {e.errors()[0]['msg'].removeprefix('Value error, ')}")
+
+
 def _record_run(ws, model, version, tasks, environment, config, feedback_source, run_config, concurrency, seed, quiet,
-                purpose):
-    """Run the episodes under a ``Run`` record in the workspace's library; (run id, served version, summary)."""
+                purpose, ray_opts=None):
+    """Run the episodes under a ``Run`` record in the workspace's library; (run id, served version, summary,
+    extra result fields)."""
     from agent.graph import GraphDeps
     from agent.serving import open_library, serving_policy
     from memory.records import Run
 
     library = open_library(ws)
+    if ray_opts is not None:
+        try:
+            return _record_run_ray(library, model, version, tasks, environment, config, run_config, concurrency, seed,
+                                   quiet, purpose, ray_opts)
+        finally:
+            library.close()
     try:
         with console.status(f"loading model {model}..."):
             try:
@@ -129,23 +182,73 @@ def _record_run(ws, model, version, tasks, environment, config, feedback_source,
         run = Run(kind="run", env=environment.spec, model_version=policy.version, config=run_config)
         library.start_run(run)
         deps = GraphDeps(policy, environment, config, library, feedback_source)
-        summary = _run_with_progress(tasks, deps, concurrency, run.id, seed, quiet, purpose)
+        summary = _run_with_progress(len(tasks), quiet, _in_process(tasks, deps, concurrency, run.id, seed, purpose))
         library.finish_run(run.id, summary.to_dict())
     finally:
         library.close()
-    return run.id, policy.version, summary
+    return run.id, policy.version, summary, {}
 
 
-def _run_with_progress(tasks, deps, concurrency, run_id, seed, quiet, purpose="train"):
+def _record_run_ray(library, model, version, tasks, environment, config, run_config, concurrency, seed, quiet, purpose,
+                    ray_opts):
+    """:func:`_record_run` on Ray workers: the served version is resolved here and loaded by every worker."""
+    from dataclasses import asdict
+
+    from agent.scale.cluster import RayUnavailableError
+    from agent.scale.pool import WorkerStartError
+    from agent.scale.session import RaySession
+    from agent.serving import serving_target
+    from memory.records import Run
+
+    try:
+        adapter, version_id = serving_target(model, library, version)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        fail(str(e).strip("'\""))
+    session = RaySession(ray_opts, model, version=version_id, adapter_path=adapter, concurrency=concurrency)
+    with console.status(f"starting Ray workers ({ray_opts.address}) with model {model}..."):
+        try:
+            session.open()
+        except (RayUnavailableError, WorkerStartError) as e:
+            fail(str(e))
+    try:
+        run = Run(kind="run", env=environment.spec, model_version=version_id, config=run_config)
+        library.start_run(run)
+
+        def start(on_episode):
+            return session.collect([(environment, tasks)], config, library=library, feedback=run_config["feedback"],
+                                   run_id=run.id, seed=seed, purpose=purpose, on_episode=on_episode)
+
+        summary = _run_with_progress(len(tasks), quiet, start)
+        ray_info = {"workers": session.workers, **asdict(session.stats)}
+        library.finish_run(run.id, {**summary.to_dict(), "ray": ray_info})
+    finally:
+        session.close()
+    return run.id, version_id, summary, {"ray": ray_info}
+
+
+def _in_process(tasks, deps, concurrency, run_id, seed, purpose):
+    """The in-process runner as ``start(on_episode)`` for :func:`_run_with_progress` (closes the policy after)."""
     from agent.runner import run_episodes
 
+    async def start(on_episode):
+        try:
+            return await run_episodes(tasks, deps, concurrency=concurrency, run_id=run_id, seed=seed, on_episode=on_episode,
+                                      purpose=purpose)
+        finally:
+            await deps.policy.aclose()
+
+    return start
+
+
+def _run_with_progress(total, quiet, start):
+    """Run ``start(on_episode)`` (a coroutine of (episodes, summary)) under a progress bar; the summary."""
     progress = Progress(
         TextColumn("[bold]episodes"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[acc]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=False, transient=quiet,
     )
     counts = {"done": 0, "first": 0, "final": 0}
     with progress:
-        bar = progress.add_task("run", total=len(tasks), acc="")
+        bar = progress.add_task("run", total=total, acc="")
 
         def on_episode(episode, error):
             counts["done"] += 1
@@ -155,14 +258,7 @@ def _run_with_progress(tasks, deps, concurrency, run_id, seed, quiet, purpose="t
             acc = f"first-try {counts['first']}/{counts['done']}  final {counts['final']}/{counts['done']}"
             progress.update(bar, advance=1, acc=acc)
 
-        async def main():
-            try:
-                return await run_episodes(tasks, deps, concurrency=concurrency, run_id=run_id, seed=seed, on_episode=on_episode,
-                                          purpose=purpose)
-            finally:
-                await deps.policy.aclose()
-
-        _, summary = asyncio.run(main())
+        _, summary = asyncio.run(start(on_episode))
     return summary
 
 

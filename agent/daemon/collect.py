@@ -8,6 +8,9 @@ Design decisions
 - Each chunk is :func:`agent.cycle.collect` (the one collection the experiments use too). A chunk in
   which every episode failed with an error (not a wrong answer) is an infrastructure fault and raises;
   failed episodes are not recorded, so later chunks make up the count.
+- With ``ray`` set, a chunk runs on Ray workers (:mod:`agent.scale`) serving the version the daemon
+  serves (a new pool after a promotion); the daemon still records every episode itself, once, so the
+  count above stays the progress. Monitors and the gate run on the daemon's own policy.
 - Monitors (B-STaR) sample ``k`` answers for a few of the cycle's tasks after collection; their
   numbers go to the state, the log and TensorBoard, never into training.
 
@@ -25,6 +28,8 @@ from agent.daemon.config import DaemonConfig
 
 if TYPE_CHECKING:
     from agent.policy.base import Policy
+    from agent.runner import RunSummary
+    from agent.scale.session import RaySession
     from environments import Environment, Task
     from memory.protocol import Library
 
@@ -38,6 +43,7 @@ class CollectPhase:
     weights: dict[str, float]
     lib: Library
     policy: Policy
+    _ray: RaySession | None = None  # the Ray workers, when cfg.ray is set
 
     def plan_tasks(self, n: int, seed: int) -> dict[str, list[Task]]:
         c = self.cfg.curriculum
@@ -58,7 +64,7 @@ class CollectPhase:
 
     async def collect(self, cur: dict[str, Any]) -> bool:
         """Collect the cycle's episodes in chunks; False if stopped before the cycle had them all."""
-        from agent.cycle import CollectionError, collect
+        from agent.cycle import CollectionError
 
         run_id, target = cur["run_id"], self.cfg.episodes_per_cycle
         errors = 0
@@ -75,9 +81,7 @@ class CollectPhase:
             plan = [(self.envs[spec], tasks) for spec, tasks in self.plan_tasks(n, seed).items()]
             t0 = time.time()
             try:
-                _, summary = await collect(self.policy, plan, self.cfg.episode, library=self.lib, feedback=self.cfg.feedback,
-                                           run_id=run_id, seed=seed, concurrency=self.cfg.concurrency,
-                                           metadata={"origin": "daemon", "cycle": cur["cycle"]})
+                summary = await self.collect_chunk(plan, run_id, seed, cur["cycle"])
             except CollectionError as e:
                 self.event("episode_errors", count=len(e.errors), first=e.errors[0].error)
                 raise
@@ -100,6 +104,40 @@ class CollectPhase:
                 cur["record"]["collected"]["true_first_try_accuracy"] = sum(t.success for t in truths) / len(truths)
         self.event("collected", cycle=cur["cycle"], **cur["record"]["collected"])
         return True
+
+    async def collect_chunk(self, plan: list, run_id: str, seed: int, cycle: int) -> RunSummary:
+        """One chunk of episodes, recorded: in this process, or on the Ray workers with ``ray`` set."""
+        from agent.cycle import CollectionError, collect
+
+        metadata = {"origin": "daemon", "cycle": cycle}
+        if self.cfg.ray is None:
+            _, summary = await collect(self.policy, plan, self.cfg.episode, library=self.lib, feedback=self.cfg.feedback,
+                                       run_id=run_id, seed=seed, concurrency=self.cfg.concurrency, metadata=metadata)
+            return summary
+        episodes, summary = await self.ray_session().collect(plan, self.cfg.episode, library=self.lib,
+                                                             feedback=self.cfg.feedback, run_id=run_id, seed=seed,
+                                                             metadata=metadata)
+        if summary.errors and not episodes:  # as agent.cycle.collect: an infrastructure fault, not the model's
+            raise CollectionError(f"every episode failed (not the model's fault): {summary.errors[0].error}", summary.errors)
+        return summary
+
+    def ray_session(self) -> RaySession:
+        """The daemon's Ray workers, serving the version ``self.policy`` serves (started on first use)."""
+        from agent.scale.session import RaySession
+        from agent.serving import serving_target
+
+        adapter, version = serving_target(self.cfg.model, self.lib, self.policy.version)
+        if self._ray is None:
+            self._ray = RaySession(self.cfg.ray_options, self.cfg.model, version=version, adapter_path=adapter,
+                                   concurrency=self.cfg.concurrency).open()
+        else:
+            self._ray.serve(version, adapter)
+        return self._ray
+
+    def close_ray(self) -> None:
+        if self._ray is not None:
+            self._ray.close()
+            self._ray = None
 
     async def monitor(self, cur: dict[str, Any]) -> dict[str, Any]:
         from agent.policy.base import SamplingParams

@@ -129,6 +129,22 @@ class DaemonConfig(_Section):
     monitors: MonitorConfig = Field(default_factory=MonitorConfig)
     tripwires: TripwireConfig = Field(default_factory=TripwireConfig)
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
+    ray: str | None = Field(default=None, description="Collect on Ray workers: local (a cluster in the daemon's process) | "
+                            "auto | HOST:PORT | ray://HOST:10001. Needs pip install 'selfevolve[scale]'.")
+    ray_workers: int | None = Field(default=None, ge=1, description="Ray workers (default: 2 local, else the cluster's CPUs).")
+    ray_retries: int = Field(default=3, ge=0, le=100, description="Resubmissions of a task whose Ray worker died.")
+
+    @field_validator("ray")
+    @classmethod
+    def _ray_address(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from agent.scale.cluster import INSTALL_HINT, parse_address, ray_installed
+
+        v = parse_address(v)
+        if not ray_installed():
+            raise ValueError(f"ray = {v!r} needs Ray, which is not installed: {INSTALL_HINT} (or remove the ray key)")
+        return v
 
     @field_validator("model")
     @classmethod
@@ -165,6 +181,9 @@ class DaemonConfig(_Section):
                 _check_plugin(self.training.trainer)
             except ValueError as e:
                 raise ValueError(f"training.trainer: {e}") from None
+        if self.ray_workers is not None and self.ray is None:
+            raise ValueError(f"ray_workers = {self.ray_workers} is set but ray is not: add ray = \"local\" (or a cluster "
+                             "address) or remove ray_workers")
         if self.training.env is not None:  # canonical, as episodes record it (else training counts none)
             self.training.env = _check_training_env(self.training.env, specs)
         return self
@@ -172,6 +191,15 @@ class DaemonConfig(_Section):
     @property
     def collect_chunk(self) -> int:
         return self.chunk or self.concurrency
+
+    @property
+    def ray_options(self) -> Any:
+        """The :class:`agent.scale.session.RayOptions` of ``ray``/``ray_workers``/``ray_retries`` (None: in-process)."""
+        if self.ray is None:
+            return None
+        from agent.scale.session import RayOptions
+
+        return RayOptions(address=self.ray, workers=self.ray_workers, max_retries=self.ray_retries)
 
 
 def _split_plugin(spec: str) -> tuple[str, str]:
@@ -226,7 +254,7 @@ def load_plugin(spec: str) -> Any:
         raise ConfigError(f"plug-in {spec!r}: module {module!r} has no attribute {attr!r}") from None
 
 
-_CROSS_KEYS = ("training.env", "training.trainer", "environments", "feedback")
+_CROSS_KEYS = ("training.env", "training.trainer", "environments", "feedback", "ray_workers")
 
 
 def format_validation_error(e: ValidationError, source: str) -> str:

@@ -171,6 +171,7 @@ class Daemon(CollectPhase, TrainPhase, GatePhase, Bookkeeping):
         self.state["serving_version"] = mv.id
 
     def close(self) -> None:
+        self.close_ray()
         if self.writer is not None:
             self.writer.close()
         if self.lib is not None:
