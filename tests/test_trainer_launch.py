@@ -106,6 +106,83 @@ def test_config_accelerate_refuses_registers_nothing(tiny_model_dir, library, tm
     assert _versions_and_dirs(library, tmp_path / "ws") == (["base"], [])
 
 
+@pytest.mark.slow
+def test_stop_request_ends_the_launch_and_resume_finishes_it(tiny_model_dir, library, tmp_path):
+    """The daemon's stop: its progress callback raises; the launch's processes end, a checkpoint stays, and
+    ``resume`` continues the run from it and registers it (once)."""
+    library.record_many(mixed_episodes(4))
+    overrides = dict(_sft_overrides(tiny_model_dir), save_strategy="steps", save_steps=1)
+
+    def stop_at_2(step, total, logs):  # as the in-process path: checkpoint-1 is written before step 2 ends
+        if step >= 2:
+            raise RuntimeError("stop requested")
+
+    with pytest.raises(RuntimeError, match="stop requested"):
+        train(library, "sft", steps=3, overrides=overrides, launcher=make_launcher("accelerate", 2), progress=stop_at_2)
+    run = tmp_path / "ws" / "runs" / "train-v0001-sft"
+    spec = str(run / "launch" / "spec.json")
+    alive = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline_has(p, spec)]
+    assert not alive, "the launch's processes outlived the stop"
+    assert _versions_and_dirs(library, tmp_path / "ws") == (["base"], []) and any(run.glob("checkpoint-*"))
+    mv = train(library, "sft", steps=3, overrides=overrides, launcher=make_launcher("accelerate", 2), resume=True)
+    assert mv.id == "v0001-sft" and mv.metrics["steps"] == 3 and mv.metrics["world_size"] == 2
+
+
+def _cmdline_has(proc: Path, needle: str) -> bool:
+    try:
+        return needle in (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:  # the process ended while we looked
+        return False
+
+
+def test_ranks_exit_when_the_parent_dies(tmp_path):
+    """A kill -9 of the parent (the daemon) must not leave ranks training: each one watches the parent's pid."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen(["sleep", "60"])
+    code = "import sys, time\nfrom trainer.launch import watch_parent\nwatch_parent(int(sys.argv[1]), 0.1)\ntime.sleep(60)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    rank = subprocess.Popen([sys.executable, "-c", code, str(parent.pid)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)
+        assert rank.poll() is None  # the parent lives: the rank keeps going
+        parent.kill()
+        parent.wait()  # reaped, as the daemon's own parent would
+        assert rank.wait(timeout=20) == 143
+        assert f"parent process {parent.pid} is gone" in rank.stderr.read()
+    finally:
+        for p in (parent, rank):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_daemon_hands_its_launcher_to_the_trainer(tmp_path):
+    """training.launcher = accelerate reaches the trainer the daemon calls (here the scripted plug-in)."""
+    import asyncio
+
+    from agent.daemon.loop import Daemon
+    from tests.test_daemon_loop import scripted_config
+
+    cfg = scripted_config(training={"trainer": "python:tests.test_trainer_launch:recording_train", "launcher": "accelerate",
+                                    "num_processes": 2}, budgets={"cycles": 1})
+    asyncio.run(Daemon(tmp_path, cfg).run())
+    assert json.loads((tmp_path / "launchers.json").read_text()) == [["accelerate", 2, "cpu_2proc.yaml"]]
+
+
+def recording_train(lib, method, *, launcher=None, **kwargs):
+    """The daemon's scripted trainer, noting the launcher it was given in ``<workspace>/launchers.json``."""
+    from tests.daemon_scripted import fake_train
+
+    notes = Path(lib.workspace) / "launchers.json"
+    seen = json.loads(notes.read_text()) if notes.exists() else []
+    notes.write_text(json.dumps([*seen, [launcher.kind, launcher.num_processes, launcher.config_file.name]]))
+    return fake_train(lib, method, **kwargs)
+
+
 # ----- the shipped configs --------------------------------------------------------------------------------
 def test_every_shipped_config_parses_with_accelerates_classes():
     from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file

@@ -17,7 +17,9 @@ Design decisions
 - The child's output (both ranks, and accelerate's) is streamed into ``launch/launch.log``; rank 0's
   progress lines drive the caller's ``progress`` callback, so a stop request (the daemon's callback
   raises) terminates the child's process group and TRL's checkpoints let ``resume`` continue. A failed
-  launch raises :class:`LaunchError` with the tail of that log; nothing is registered.
+  launch raises :class:`LaunchError` with the tail of that log; nothing is registered. Each rank watches
+  the parent's pid (:func:`watch_parent`) and exits when it is gone (a kill -9 of the daemon), so a
+  restarted daemon resuming the run never races the ranks of the killed one.
 - A config file is always passed (default: the shipped ``cpu_2proc.yaml`` without a GPU, ``ddp.yaml``
   with one), so a user's ``~/.cache/huggingface/accelerate/default_config.yaml`` never changes a run
   silently. Configs are checked before launching: accelerate's own classes parse them, every
@@ -36,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -218,7 +221,7 @@ def launch_training(launcher: Launcher, spec: dict[str, Any], launch_dir: Path,
     if launch_dir.exists():  # a previous attempt's files must never be mistaken for this one's
         shutil.rmtree(launch_dir)
     launch_dir.mkdir(parents=True)
-    spec = {**spec, "launch_dir": str(launch_dir)}
+    spec = {**spec, "launch_dir": str(launch_dir), "parent_pid": os.getpid()}
     spec_path = launch_dir / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     log_path = launch_dir / "launch.log"
@@ -278,15 +281,39 @@ def _stream(cmd: list[str], log_path: Path, progress) -> tuple[int, deque[str]]:
             _end(proc)
 
 
+def watch_parent(pid: int, interval: float = 2.0) -> threading.Thread:
+    """In a launched rank: exit (code 143) soon after process ``pid`` (the trainer's parent) is gone.
+
+    The launch runs in its own session, so a kill -9 of the parent (the daemon) would leave N ranks
+    training on; the restarted daemon resumes the run from its checkpoint, and must not find them there."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                sys.stderr.write(f"selfevolve: parent process {pid} is gone; stopping rank {os.environ.get('RANK', '0')}\n")
+                sys.stderr.flush()
+                os._exit(143)
+            except PermissionError:  # alive, under another user (a reused pid): keep watching
+                pass
+
+    thread = threading.Thread(target=watch, name="selfevolve-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def _end(proc: subprocess.Popen) -> None:
     """Terminate the launch's process group if it is still running (SIGTERM, then SIGKILL after 15 s)."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()

@@ -27,7 +27,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from .launch import PROGRESS_MARK
+from .launch import PROGRESS_MARK, watch_parent
 
 
 class ProgressPrinter(TrainerCallback):
@@ -114,6 +114,8 @@ def _build(spec: dict[str, Any]) -> tuple[Any, Any]:
 def run(spec: dict[str, Any]) -> None:
     """Train as ``spec`` says; write the adapter, the result and this rank's record into ``launch_dir``."""
     _cpu_threads()
+    if spec.get("parent_pid"):
+        watch_parent(int(spec["parent_pid"]))
     out = Path(spec["launch_dir"])
     trainer, config = _build(spec)
     state = trainer.accelerator.state
