@@ -45,6 +45,7 @@ from trainer.crashpoints import crashpoint
 from trainer.gate import GateDecision, Metric, TaskOutcome, evaluate_gate
 
 if TYPE_CHECKING:
+    from trainer.launch import Launcher
     from trainer.train import ProgressFn
 
 OnEpisode = Callable[[Episode | None, EpisodeError | None], None]
@@ -105,14 +106,18 @@ class Skipped:
 
 async def train_candidate(library: Library, method: str, *, steps: int, env: str | None = None,
                           overrides: dict[str, Any] | None = None, progress: ProgressFn | None = None, resume: bool = False,
-                          gpu: bool = False, train_fn: Callable[..., ModelVersion] | None = None) -> ModelVersion | Skipped:
+                          gpu: bool = False, train_fn: Callable[..., ModelVersion] | None = None,
+                          launcher: Launcher | None = None) -> ModelVersion | Skipped:
     """Train ``method`` in a worker thread and register the candidate, or :class:`Skipped` for too little data.
 
-    ``train_fn`` replaces :func:`trainer.train.train` (same signature; the daemon's plug-in)."""
+    ``train_fn`` replaces :func:`trainer.train.train` (same signature; the daemon's plug-in); ``launcher``
+    (:func:`trainer.launch.make_launcher`) runs the trainer under ``accelerate launch``."""
     from trainer.train import NotEnoughDataError, train
 
     fn = train_fn or train
-    extra = {"gpu": True} if gpu else {}  # plug-in trainers written before the gpu option keep working
+    extra: dict[str, Any] = {"gpu": True} if gpu else {}  # plug-in trainers written before the gpu option keep working
+    if launcher is not None and not launcher.inprocess:  # ... and before the launcher option
+        extra["launcher"] = launcher
     try:
         return await asyncio.to_thread(fn, library, method, steps=steps, env=env, overrides=overrides,
                                        progress=progress, resume=resume, **extra)

@@ -9,7 +9,7 @@ MODULES = [
     "agent.prompts", "agent.feedback.sources", "trainer.gate", "environments.chat", "bench.experiments.common", "bench.experiments.learning.report",
     "environments.arithmetic", "environments.countdown", "environments.open_ended", "memory.records",
     "bench.experiments.reflection.stats", "bench.experiments.reflection.planted", "trainer.dynamic_sampling",
-    "agent.scale.cluster",
+    "agent.scale.cluster", "trainer.launch",
 ]
 
 

@@ -1,6 +1,7 @@
 """``train()``: select data from memory, build the dataset, run the TRL trainer, save, register a candidate.
 
     selfevolve train --method grpo-reflection --env countdown --steps 50
+    selfevolve train --method sft --steps 4 --launcher accelerate --num-processes 2
     python -c "from trainer.train import train; print(train('.selfevolve', 'sft', steps=5))"
 
 Design decisions
@@ -14,6 +15,9 @@ Design decisions
   ``save_steps``), TensorBoard logs, the exact dataset (``dataset/``) and ``meta.json``. ``resume=True``
   picks the newest unfinished run of the method, reloads its dataset and continues from its last
   checkpoint with TRL's ``resume_from_checkpoint``.
+- ``launcher`` (:mod:`trainer.launch`): the trainer runs in this process (the default) or under
+  ``accelerate launch`` in N processes (:mod:`trainer.launched`). Either way this process selects the
+  data, writes the run dir and registers the candidate; launched, rank 0 saves the adapter it copies.
 - The trainer reads memory and writes the registry; it never imports ``agent``.
 """
 
@@ -34,6 +38,7 @@ from memory.records import Episode, ModelVersion
 from . import datasets as D
 from . import registry
 from .config import config_for
+from .launch import Launcher
 from .methods import TrainingMethod, get_training_method
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -147,20 +152,85 @@ def _build_run_dataset(run: _Run, lib: Library, m: TrainingMethod, config: Any, 
     (run.run_dir / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
-def _load_model(run: _Run, m: TrainingMethod, config: Any) -> tuple[Any, Any, str]:
-    """(model, tokenizer, base model spec): the parent's base, with the parent's adapter if the method continues it."""
+def base_model_of(parent: ModelVersion, config: Any) -> str:
+    """The base model spec a run trains on: the config's if set, else the parent's, else the default."""
+    if config.base_model != "default":
+        return config.base_model
+    return parent.base_model or config.base_model
+
+
+def continued_adapter(parent: ModelVersion, m: TrainingMethod, config: Any) -> str | None:
+    """The parent's adapter a run trains further (GRPO, DPO with LoRA), or None for a fresh adapter (SFT)."""
+    return parent.adapter_path if m.continue_adapter and parent.adapter_path and config.use_lora else None
+
+
+def load_training_model(base_model: str, adapter_path: str | None) -> tuple[Any, Any]:
+    """(model, tokenizer) in train mode: ``base_model``, with ``adapter_path`` loaded trainable if given."""
     from .models import load_model_and_tokenizer
 
-    base_model = run.parent.base_model if run.parent.base_model else config.base_model
-    if config.base_model != "default":
-        base_model = config.base_model
     model, tokenizer = load_model_and_tokenizer(base_model)
-    if m.continue_adapter and run.parent.adapter_path and config.use_lora:
+    if adapter_path:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, run.parent.adapter_path, is_trainable=True)
+        model = PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
     model.train()
-    return model, tokenizer, base_model
+    return model, tokenizer
+
+
+@dataclass
+class _Trained:
+    """What a finished trainer leaves for registration, wherever it ran."""
+
+    log_history: list[dict]
+    global_step: int
+    seconds: float
+    save: Callable[[Path], None]
+    extra: dict[str, float]
+
+
+def _train_in_process(run: _Run, m: TrainingMethod, config: Any, base_model: str, progress: ProgressFn | None,
+                      resume: bool) -> _Trained:
+    model, tokenizer = load_training_model(base_model, continued_adapter(run.parent, m, config))
+    trainer = m.build_trainer(model, tokenizer, run.dataset, config, callbacks=[ProgressCallback(progress)] if progress else [])
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    seconds = time.time() - t0
+    # Every step's logged numbers, for reports that show a curve (the registry keeps only the summary).
+    (run.run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+
+    def save(path: Path) -> None:
+        trainer.model.save_pretrained(str(path))
+        tokenizer.save_pretrained(str(path))
+
+    return _Trained(trainer.state.log_history, trainer.state.global_step, seconds, save, {})
+
+
+def _train_launched(run: _Run, m: TrainingMethod, launcher: Launcher, spec: dict[str, Any],
+                    progress: ProgressFn | None) -> _Trained:
+    """The trainer under ``accelerate launch`` (:mod:`trainer.launch`); rank 0 saved, this process registers."""
+    import shutil
+
+    from .launch import launch_training
+
+    result = launch_training(launcher, spec, run.run_dir / "launch", progress)
+
+    def save(path: Path) -> None:
+        shutil.copytree(result.adapter_dir, path)
+
+    extra = {"world_size": result.world_size, "launch_seconds": round(result.wall_seconds, 1)}
+    return _Trained(result.log_history, result.global_step, result.train_seconds, save, extra)
+
+
+def _launch_spec(run: _Run, m: TrainingMethod, config: Any, base_model: str, steps: int, overrides: dict[str, Any],
+                 gpu: bool, resume: bool) -> dict[str, Any]:
+    """What :mod:`trainer.launched` needs to rebuild this run's config, model and dataset in every process."""
+    module = m.build_trainer.__module__
+    if module == "__main__":
+        raise ValueError(f"training method {m.name!r} is registered in __main__, which launched processes cannot "
+                         "import: register it in a module (or an entry point) to use the accelerate launcher")
+    return dict(method=m.name, method_module=module, steps=steps, env=run.env, overrides=overrides, gpu=gpu,
+                output_dir=str(run.run_dir), dataset_dir=str(run.run_dir / "dataset"), base_model=base_model,
+                adapter_path=continued_adapter(run.parent, m, config), resume=resume)
 
 
 def train(
@@ -172,34 +242,34 @@ def train(
     progress: ProgressFn | None = None,
     resume: bool = False,
     gpu: bool = False,
+    launcher: Launcher | None = None,
 ) -> ModelVersion:
     """Train ``method`` for ``steps`` optimizer steps on memory's episodes (of env spec ``env``, or all);
-    register and return the candidate."""
+    register and return the candidate. ``launcher`` (:func:`trainer.launch.make_launcher`) runs the trainer
+    under ``accelerate launch`` instead of in this process; registration happens here either way."""
     m = get_training_method(method)
     if steps <= 0:
         raise ValueError(f"steps must be > 0 (got {steps})")
+    launcher = launcher or Launcher()
     lib, workspace = _open_library(workspace_or_lib)
     run = _find_run(lib, workspace, method, env, resume)
     if resume and (adopted := registry.adopt_orphan(lib, workspace, run.version_id)) is not None:
         return adopted  # killed after saving the adapter, before registering it: nothing left to train
-    config = config_for(method, output_dir=str(run.run_dir), gpu=gpu, max_steps=steps, env=run.env, **(overrides or {}))
+    overrides = {**launcher.device_overrides(), **(overrides or {})}
+    config = config_for(method, output_dir=str(run.run_dir), gpu=gpu, max_steps=steps, env=run.env, **overrides)
+    launcher.check_trainer_config(config)
     if run.dataset is None:
         _build_run_dataset(run, lib, m, config, steps, overrides)
-    model, tokenizer, base_model = _load_model(run, m, config)
-    trainer = m.build_trainer(model, tokenizer, run.dataset, config, callbacks=[ProgressCallback(progress)] if progress else [])
-    t0 = time.time()
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    metrics = _summarise(trainer.state.log_history, len(run.dataset), time.time() - t0)
-    metrics["steps"] = trainer.state.global_step
-    # Every step's logged numbers, for reports that show a curve (the registry keeps only the summary).
-    (run.run_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-
-    def save(path: Path) -> None:
-        trainer.model.save_pretrained(str(path))
-        tokenizer.save_pretrained(str(path))
-
+    base_model = base_model_of(run.parent, config)
+    if launcher.inprocess:
+        done = _train_in_process(run, m, config, base_model, progress, resume)
+    else:
+        spec = _launch_spec(run, m, config, base_model, steps, overrides, gpu, resume)
+        done = _train_launched(run, m, launcher, spec, progress)
+    metrics = {**_summarise(done.log_history, len(run.dataset), done.seconds), **done.extra, "steps": done.global_step}
     return registry.register_candidate(
-        lib, workspace, run.version_id, save, parent=run.parent.id, method=method, base_model=base_model,
+        lib, workspace, run.version_id, done.save, parent=run.parent.id, method=method, base_model=base_model,
         episode_ids=D.episode_ids(run.dataset), metrics=metrics,
-        note=f"trained {trainer.state.global_step} steps on {len(run.dataset)} rows" + (f" of {run.env}" if run.env else ""),
+        note=f"trained {done.global_step} steps on {len(run.dataset)} rows" + (f" of {run.env}" if run.env else "")
+        + (f" ({done.extra['world_size']} processes)" if "world_size" in done.extra else ""),
     )

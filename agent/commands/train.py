@@ -1,6 +1,7 @@
 """``selfevolve train`` and ``selfevolve models list|show|promote|rollback``.
 
     selfevolve train --method grpo-reflection --env arithmetic --steps 20
+    selfevolve train --method sft --launcher accelerate --num-processes 2     # accelerate launch (trainer/launch.py)
     selfevolve models list
     selfevolve models promote v0003-grpo-reflection
     selfevolve models rollback
@@ -47,23 +48,27 @@ def train_command(
     workspace: Path | None = WorkspaceOption,
     resume: bool = typer.Option(False, "--resume", help="Continue the newest unfinished run from its checkpoint."),
     set_: list[str] = typer.Option([], "--set", help="Config override KEY=VALUE (JSON value), repeatable."),
+    launcher: str = typer.Option("inprocess", "--launcher",
+                                 help="inprocess (train in this process) | accelerate (`accelerate launch`, N processes)."),
+    num_processes: int | None = typer.Option(None, "--num-processes",
+                                             help="Processes for --launcher accelerate (default: the config's, else 1 per GPU, else 2)."),
+    accelerate_config: str | None = typer.Option(
+        None, "--accelerate-config", help="cpu_2proc | ddp | zero2 | zero3 (trainer/accelerate_configs/) or a path; "
+        "default cpu_2proc without a GPU, ddp with one."),
     as_json: bool = JsonOption,
 ) -> None:
     """Fine-tune on the experience library and register the result as a candidate model version."""
+    from trainer.launch import LaunchError, make_launcher
     from trainer.methods import method_names
     from trainer.train import NotEnoughDataError, train
 
     if method not in method_names():
         fail(f"unknown method {method!r}; choose one of {', '.join(method_names())}")
-    overrides = {}
-    for item in set_:
-        key, sep, value = item.partition("=")
-        if not sep:
-            fail(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
+    overrides = _overrides(set_)
+    try:
+        launch = make_launcher(launcher, num_processes, accelerate_config, spell=lambda key: "--" + key.replace("_", "-"))
+    except ValueError as e:
+        fail(str(e))
     lib = _library(workspace)
     try:
         _check_envs_installed(lib, env)
@@ -78,8 +83,9 @@ def train_command(
 
             # TRL/transformers print their log dicts to stdout: keep stdout for our result (--json).
             with contextlib.redirect_stdout(sys.stderr):
-                mv = train(lib, method, steps=steps, env=env, overrides=overrides, progress=progress, resume=resume)
-    except (NotEnoughDataError, FileNotFoundError, ValueError) as e:
+                mv = train(lib, method, steps=steps, env=env, overrides=overrides, progress=progress, resume=resume,
+                           launcher=launch)
+    except (NotEnoughDataError, FileNotFoundError, ValueError, LaunchError) as e:
         fail(str(e))
     except KeyError as e:  # e.g. an env that disappeared while training (its message names it)
         fail(str(e.args[0]) if e.args else repr(e))
@@ -90,6 +96,20 @@ def train_command(
         return
     out.print(f"registered candidate [bold]{mv.id}[/] (parent {mv.parent}); adapter at {mv.adapter_path}")
     out.print(f"evaluate it, then `selfevolve models promote {mv.id}`")
+
+
+def _overrides(items: list[str]) -> dict:
+    """``--set KEY=VALUE`` items as a dict (JSON values, else the string)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
 
 
 def _check_envs_installed(lib, env: str | None) -> None:

@@ -67,6 +67,12 @@ class TrainingConfig(_Section):
     env: str | None = Field(default=None, description="Train on one env spec's episodes only (default: all).")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Trainer config overrides (trainer/config.py fields).")
     trainer: str | None = Field(default=None, description="python:<module>:<factory> replacing trainer.train.train (tests).")
+    launcher: Literal["inprocess", "accelerate"] = Field(
+        default="inprocess", description="inprocess: train in the daemon's process; accelerate: `accelerate launch` (trainer/launch.py).")
+    num_processes: int | None = Field(default=None, ge=1, description="Processes for the accelerate launcher "
+                                      "(default: the config's, else one per GPU, else 2).")
+    accelerate_config: str | None = Field(default=None, description="cpu_2proc | ddp | zero2 | zero3 "
+                                          "(trainer/accelerate_configs/) or a path; default cpu_2proc without a GPU, ddp with one.")
 
     @field_validator("method")
     @classmethod
@@ -76,6 +82,18 @@ class TrainingConfig(_Section):
         if v not in method_names():
             raise ValueError(f"unknown training method {v!r}; choose one of {', '.join(method_names())}")
         return v
+
+    @model_validator(mode="after")
+    def _launchable(self) -> TrainingConfig:
+        self.make_launcher()  # ValueError naming the key and the fix (a missing config, DeepSpeed absent, ...)
+        return self
+
+    def make_launcher(self):
+        """The :class:`trainer.launch.Launcher` these keys describe (checked)."""
+        # trainer.launch imports nothing heavy; make_launcher imports torch and accelerate only for "accelerate".
+        from trainer.launch import make_launcher
+
+        return make_launcher(self.launcher, self.num_processes, self.accelerate_config)
 
 
 class GateConfig(_Section):

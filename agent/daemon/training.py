@@ -11,7 +11,9 @@ Design decisions
 - Stop: the trainer's progress callback raises :class:`StopTraining` at a step boundary; TRL's
   checkpoints let the next start resume.
 - Training is :func:`agent.cycle.train_candidate` with ``training.trainer`` (a ``python:`` plugin) if
-  set, else the ``train_fn`` given to the daemon (tests), else :func:`trainer.train.train`.
+  set, else the ``train_fn`` given to the daemon (tests), else :func:`trainer.train.train`;
+  ``training.launcher = "accelerate"`` runs it under ``accelerate launch`` (:mod:`trainer.launch`), the
+  daemon still registering the candidate in its own process.
 
 Used as a mixin of :class:`agent.daemon.loop.Daemon`; run with ``selfevolve daemon``.
 """
@@ -98,7 +100,7 @@ class TrainPhase:
                 raise StopTraining(f"stopped at step {step}/{total}")
 
         kwargs = dict(steps=t.steps, env=t.env, overrides=t.overrides or None, progress=progress,
-                      train_fn=load_plugin(t.trainer) if t.trainer else self.train_fn)
+                      train_fn=load_plugin(t.trainer) if t.trainer else self.train_fn, launcher=t.make_launcher())
         self.event("training_started", cycle=cur["cycle"], method=t.method, steps=t.steps, resume=resuming)
         try:
             try:
