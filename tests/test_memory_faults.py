@@ -6,7 +6,7 @@ entry point must succeed and heal the index with one warning line (or fail with 
 ``selfevolve memory reindex``), never show a traceback or a Rust panic, never crash the process, and
 lose no episode (the SQLite rows are counted afterwards). The sealed matrix (damage after a clean close)
 runs in full; after an unclean exit (no seal: the child probe decides) the default suite runs the
-search and daemon-start columns, ``-m slow`` all four.
+daemon-start column (a daemon restarted after kill -9), ``-m slow`` the other three.
 
     .venv/bin/pytest tests/test_memory_faults.py -q            # ≈ 2–4 min on 2 loaded cores
     .venv/bin/pytest tests/test_memory_faults.py -q -m slow    # the unclean-exit matrix in full
