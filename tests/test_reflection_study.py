@@ -114,3 +114,37 @@ def test_repaired_seeds_are_right_numbers_put_into_the_tags_and_reverified() -> 
     [seed] = repaired(episodes, env)
     assert seed.task.id == tasks[0].id and seed.success and "<answer>" in seed.attempts[0].solve.output
     assert seed.metadata["seeded_by"] == "reformat"
+
+
+def test_the_study_runs_on_python_code_with_sandbox_verdicts(tmp_path: Path) -> None:
+    """python_code wired through the ablation (issue 18): every attempt is judged in the sandbox, the feedback
+    names one failing case, never the hidden test set. The scripted model writes code that returns None
+    everywhere except in a fresh turn, where it returns the example's value (wrong on the other cases)."""
+    import asyncio
+
+    spec = "python_code:min_level=1,max_level=1"
+
+    def code(node: str, chat: list[dict[str, str]]) -> str:
+        text = "\n".join(m["content"] for m in chat)
+        name = re.findall(r"function `(\w+)\(", text)[-1]
+        if "You tried to solve the problem above" in chat[-1]["content"]:
+            return "I should return the right value for each input."
+        example = re.findall(r"returns (.+)\.\n", text)[-1]
+        value = example if "What to do differently" in chat[-1]["content"] else "None"
+        return f"<answer>def {name}(*args):\n    return {value}</answer>"
+
+    cfg = StudyConfig(envs=[spec], arms=["a", "c", "e"], failures=3, k=1, library_tasks=8, solve_tokens=16,
+                      reflect_tokens=16)
+    asyncio.run(study.run_study(cfg, tmp_path, policy=ScriptedPolicy(code)))
+    where = env_dir(tmp_path, spec)
+    first = read(where / "first.jsonl")
+    failed = [r for r in first if not r["success"]]
+    assert len(failed) >= 3
+    for r in failed:
+        assert re.match(r"Test 1 of \d+ failed: \w+\(.*\) returned None, expected .+\.$", r["feedback"]), r["feedback"]
+        assert r["feedback"].count("expected") == 1  # one case named, not the hidden set
+    for arm in cfg.arms:
+        rows = read(where / f"{arm}.jsonl")
+        assert len(rows) == cfg.failures and not any(r["success"] for r in rows), arm
+    assert all("return None" in r["output"] for r in read(where / "a.jsonl"))  # the same conversation
+    assert not any("return None" in r["output"] for r in read(where / "e.jsonl"))  # the fresh turn was taken
