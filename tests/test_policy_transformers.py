@@ -237,3 +237,25 @@ def test_cli_with_the_real_embedded_model() -> None:
     data = json.loads(result.stdout)
     assert data["model"] == "default" and data["completion_tokens"] > 0
     assert any(ch.isalpha() or ch.isdigit() for ch in data["text"])  # real text, not padding
+
+
+def test_torch_threads_follow_selfevolve_then_omp_then_cores(monkeypatch):
+    """A Ray actor with 1 CPU gets OMP_NUM_THREADS=1: its torch must not take every core (issue 21)."""
+    import os
+
+    import torch
+
+    from trainer.models import set_torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("SELFEVOLVE_THREADS", raising=False)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert set_torch_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.setenv("SELFEVOLVE_THREADS", "2")
+        assert set_torch_threads() == 2
+        monkeypatch.delenv("SELFEVOLVE_THREADS")
+        monkeypatch.setenv("OMP_NUM_THREADS", "not a number")
+        assert set_torch_threads() == (os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)
