@@ -60,7 +60,7 @@ lint: install
 # 2 cores). The experiments (bench/experiments: learning, self_reward, reflection) are hours each: run them
 # by hand, commands in docs/learning.md, docs/self_reward.md, docs/reflection.md.
 BENCH_MICRO := generate engines "loop" train "memory --quick" sandbox serve answer_parsing stored_size \
-               "dtype_accuracy 48" scale servers
+               "dtype_accuracy 48" scale servers launch
 
 bench: install
 	@for b in $(BENCH_MICRO); do echo "== bench.micro.$$b"; $(PY) -m bench.micro.$$b || exit 1; done
