@@ -54,8 +54,6 @@ test-slow: install
 lint: install
 	$(VENV)/bin/ruff check agent memory trainer environments tests bench
 
-# Every micro-benchmark (bench/micro/); each rewrites its section of docs/benchmarks.md. Experiments
-# (bench/experiments/) take CPU-hours and are run by hand: see docs/learning.md, docs/self_reward.md.
 # Every micro-benchmark in bench/micro (each rewrites its section of docs/benchmarks.md; long on
 # 2 cores). The experiments (bench/experiments: learning, self_reward, reflection) are hours each: run them
 # by hand, commands in docs/learning.md, docs/self_reward.md, docs/reflection.md.
