@@ -135,6 +135,12 @@ def configure_tokenizer(tokenizer: Any, max_length: int = 2048) -> Any:
     return tokenizer
 
 
+def _env_int(name: str) -> int:
+    """A positive integer from the environment, or 0 when unset or not one."""
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() else 0
+
+
 def set_torch_threads() -> int:
     """Torch threads: ``$SELFEVOLVE_THREADS``, else ``$OMP_NUM_THREADS`` (what Ray gives an actor with N CPUs,
     or a user's own limit), else every core. Two workers each taking every core ran 3x slower than one."""
@@ -258,9 +264,3 @@ def make_tiny_model(out_dir: str | Path, vocab_from: str | None = None, seed: in
 
 if __name__ == "__main__":
     print(ensure_embedded_model())
-
-
-def _env_int(name: str) -> int:
-    """A positive integer from the environment, or 0 when unset or not one."""
-    value = os.environ.get(name, "").strip()
-    return int(value) if value.isdigit() else 0
