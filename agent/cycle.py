@@ -91,9 +91,15 @@ async def collect(
     results = await asyncio.gather(*jobs)
     episodes = [e for eps, _ in results for e in eps]
     errors = [err for _, s in results for err in s.errors]
+    raise_if_all_failed(episodes, errors)
+    return episodes, summarize(episodes, errors, time.perf_counter() - start)
+
+
+def raise_if_all_failed(episodes: Sequence[Episode], errors: list[EpisodeError]) -> None:
+    """:class:`CollectionError` when every episode of a collection failed with an error (an infrastructure
+    fault, not the model's); any collection (in-process, Ray) applies the same rule."""
     if errors and not episodes:
         raise CollectionError(f"every episode failed (not the model's fault): {errors[0].error}", errors)
-    return episodes, summarize(episodes, errors, time.perf_counter() - start)
 
 
 # ------------------------------------------------------------------------------------------------- train

@@ -107,7 +107,7 @@ class CollectPhase:
 
     async def collect_chunk(self, plan: list, run_id: str, seed: int, cycle: int) -> RunSummary:
         """One chunk of episodes, recorded: in this process, or on the Ray workers with ``ray`` set."""
-        from agent.cycle import CollectionError, collect
+        from agent.cycle import collect, raise_if_all_failed
 
         metadata = {"origin": "daemon", "cycle": cycle}
         if self.cfg.ray is None:
@@ -117,8 +117,7 @@ class CollectPhase:
         episodes, summary = await self.ray_session().collect(plan, self.cfg.episode, library=self.lib,
                                                              feedback=self.cfg.feedback, run_id=run_id, seed=seed,
                                                              metadata=metadata)
-        if summary.errors and not episodes:  # as agent.cycle.collect: an infrastructure fault, not the model's
-            raise CollectionError(f"every episode failed (not the model's fault): {summary.errors[0].error}", summary.errors)
+        raise_if_all_failed(episodes, summary.errors)
         return summary
 
     def ray_session(self) -> RaySession:
